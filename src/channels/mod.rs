@@ -1,0 +1,56 @@
+//! Channels: where reports come from. Each kind is a folder; this file holds what they share:
+//! the [`Envelope`] a channel hands to intake, and the supervisor that keeps a channel running.
+
+pub mod email;
+pub mod maildir;
+
+use crate::config::{ChannelConfig, ChannelKind, ChannelSettings};
+use crate::intake::Intake;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// One inbound item exactly as it arrived, before anything is derived from it.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub channel: String,
+    pub kind: ChannelKind,
+    pub raw: Vec<u8>,
+    /// Where it came from in the channel's own terms (a Maildir file name): no personal data.
+    pub source_ref: Option<String>,
+}
+
+/// Runs one channel until `cancel` fires, restarting it with backoff whenever it fails.
+pub async fn supervise(channel: ChannelConfig, intake: Arc<Intake>, cancel: CancellationToken) {
+    let mut failures: u32 = 0;
+    loop {
+        let started = std::time::Instant::now();
+        let result = match &channel.settings {
+            ChannelSettings::Maildir(cfg) => {
+                maildir::run(&channel.name, cfg, intake.clone(), cancel.clone()).await
+            }
+        };
+        if cancel.is_cancelled() {
+            return;
+        }
+        // A channel that ran a while before failing starts its backoff afresh.
+        if started.elapsed() > Duration::from_secs(300) {
+            failures = 0;
+        }
+        failures = failures.saturating_add(1);
+        let delay =
+            crate::backoff::delay(failures, Duration::from_secs(1), Duration::from_secs(300));
+        match result {
+            Ok(()) => {
+                tracing::warn!(channel = %channel.name, retry_in = ?delay, "Channel stopped; restarting.")
+            }
+            Err(e) => {
+                tracing::warn!(channel = %channel.name, retry_in = ?delay, error = %e, "Channel failed; restarting.")
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}

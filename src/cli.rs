@@ -1,0 +1,125 @@
+//! The command line: `phananh <verb> [--config PATH]`.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "phananh",
+    version,
+    about = "Takes citizens' field reports from every channel, stores each once, forwards it to the operations queue.",
+    after_help = "Examples:\n  phananh check --config /etc/phananh/phananh.toml\n  phananh run\n  phananh ingest --channel mail fixtures/email/*.eml\n  phananh reports show PA-7K3M-Q2XD"
+)]
+pub struct Cli {
+    /// The daemon config file. Channels are read from its channels_dir.
+    #[arg(long, global = true, env = "PHANANH_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: channels, store, forwarders, HTTP server.
+    #[command(after_help = "Example:\n  phananh run --config /etc/phananh/phananh.toml")]
+    Run,
+    /// Validate everything the daemon would load; one ✓/✗ line per file. Exit 1 on any error.
+    #[command(after_help = "Example:\n  phananh check --config config/quickstart.toml")]
+    Check,
+    /// Run files through the same pipeline as a channel, print what became of each, then forward.
+    #[command(
+        after_help = "Example:\n  phananh ingest --config config/quickstart.toml --channel mail fixtures/email/*.eml"
+    )]
+    Ingest(IngestArgs),
+    /// Read stored reports.
+    #[command(subcommand)]
+    Reports(ReportsCommand),
+    /// Items that could not be parsed: list, show, and re-run after a fix.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+    /// Events waiting for, or given up by, a sink.
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// The channel (file stem under channels/) whose parser and name the files get.
+    #[arg(long)]
+    pub channel: String,
+    /// Store only; leave forwarding to the daemon.
+    #[arg(long)]
+    pub no_forward: bool,
+    /// Files to ingest (raw RFC 5322 messages for mail channels).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportsCommand {
+    /// Newest reports first.
+    #[command(after_help = "Example:\n  phananh reports list --limit 20")]
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One report by tracking code (case and dashes do not matter).
+    #[command(after_help = "Example:\n  phananh reports show pa-7k3m-q2xd")]
+    Show {
+        code: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every report as the forwarded event, one JSON object per line.
+    #[command(after_help = "Example:\n  phananh reports export --format jsonl > reports.jsonl")]
+    Export {
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Quarantined items with their reasons.
+    #[command(after_help = "Example:\n  phananh quarantine list")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One item; `--raw` writes its raw bytes to stdout.
+    #[command(after_help = "Example:\n  phananh quarantine show 12 --raw > item.eml")]
+    Show {
+        id: i64,
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Parse items again (after a fix or a raised limit).
+    #[command(
+        after_help = "Examples:\n  phananh quarantine retry 12\n  phananh quarantine retry --all"
+    )]
+    Retry {
+        ids: Vec<i64>,
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// Undelivered events (or all with --all).
+    #[command(after_help = "Example:\n  phananh outbox list")]
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make dead or retrying events due now (all of them, or the given ids). The running daemon
+    /// picks them up within seconds.
+    #[command(after_help = "Examples:\n  phananh outbox retry\n  phananh outbox retry 41 42")]
+    Retry { ids: Vec<i64> },
+}

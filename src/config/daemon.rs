@@ -1,0 +1,234 @@
+//! `phananh.toml`: the daemon's own settings.
+
+use super::units;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The daemon file as written. Relative paths are resolved against the file's folder by the loader.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonConfig {
+    /// Where the database, media and spool live.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// The HTTP server (health now; webhooks later). Loopback by default: TLS is the proxy's job.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The folder holding one `NAME.toml` per channel.
+    #[serde(default = "default_channels_dir")]
+    pub channels_dir: PathBuf,
+    /// Letters before every tracking code (`PA` gives `PA-7K3M-Q2XD`).
+    #[serde(default = "default_prefix")]
+    pub tracking_prefix: String,
+    /// IANA zone; every time in a record carries this zone's offset.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+    /// Category given when nothing better is known.
+    #[serde(default = "default_category")]
+    pub default_category: String,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub dedupe: DedupeConfig,
+    #[serde(default)]
+    pub email: EmailConfig,
+    #[serde(default)]
+    pub forward: ForwardConfig,
+    /// Where reports go, by sink name. Defaults to one `spool` sink under the state directory.
+    #[serde(default = "default_sinks")]
+    pub sinks: BTreeMap<String, SinkConfig>,
+    #[serde(default)]
+    pub categories: Vec<CategoryConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Submissions waiting for the writer; when full, intake waits (backpressure).
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// Most submissions committed in one transaction.
+    #[serde(default = "default_batch_max")]
+    pub batch_max: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            queue_capacity: default_queue_capacity(),
+            batch_max: default_batch_max(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DedupeConfig {
+    /// The same reporter sending the same text within this window is a duplicate.
+    #[serde(
+        default = "default_same_text_window",
+        deserialize_with = "units::duration"
+    )]
+    pub same_text_window: Duration,
+}
+
+impl Default for DedupeConfig {
+    fn default() -> Self {
+        Self {
+            same_text_window: default_same_text_window(),
+        }
+    }
+}
+
+/// Limits for every mail channel; a channel file may override them.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// A message larger than this is quarantined (raw kept) instead of parsed.
+    #[serde(default = "default_max_message_size", deserialize_with = "units::size")]
+    pub max_message_size: u64,
+    /// An attachment larger than this is listed in `omitted_media`, not stored as media.
+    #[serde(
+        default = "default_max_attachment_size",
+        deserialize_with = "units::size"
+    )]
+    pub max_attachment_size: u64,
+    /// At most this many attachments per message are stored; the rest are listed as omitted.
+    #[serde(default = "default_max_attachments")]
+    pub max_attachments: usize,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        Self {
+            max_message_size: default_max_message_size(),
+            max_attachment_size: default_max_attachment_size(),
+            max_attachments: default_max_attachments(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// After this many failed attempts an event is dead (kept, listed, re-sent by `outbox retry`).
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_backoff_base", deserialize_with = "units::duration")]
+    pub backoff_base: Duration,
+    #[serde(default = "default_backoff_max", deserialize_with = "units::duration")]
+    pub backoff_max: Duration,
+    /// Events handed to a sink per round.
+    #[serde(default = "default_forward_batch")]
+    pub batch: usize,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: default_max_attempts(),
+            backoff_base: default_backoff_base(),
+            backoff_max: default_backoff_max(),
+            batch: default_forward_batch(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Spool,
+}
+
+/// How much of the reporter a sink may receive.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ContactPolicy {
+    #[default]
+    Full,
+    Masked,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    /// spool: the folder events are written to (relative to the state directory).
+    pub dir: Option<PathBuf>,
+    #[serde(default)]
+    pub contact: ContactPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryConfig {
+    /// Stable code sent to consumers (`ha_tang_do_thi`).
+    pub code: String,
+    /// Name people read (`Hạ tầng đô thị`).
+    pub name: String,
+    /// The agency this category routes to.
+    pub unit: Option<String>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/phananh")
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8780))
+}
+fn default_channels_dir() -> PathBuf {
+    PathBuf::from("channels")
+}
+fn default_prefix() -> String {
+    "PA".into()
+}
+fn default_time_zone() -> String {
+    "Asia/Ho_Chi_Minh".into()
+}
+fn default_category() -> String {
+    "chua_phan_loai".into()
+}
+fn default_queue_capacity() -> usize {
+    1024
+}
+fn default_batch_max() -> usize {
+    256
+}
+fn default_same_text_window() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+fn default_max_message_size() -> u64 {
+    50_000_000
+}
+fn default_max_attachment_size() -> u64 {
+    25_000_000
+}
+fn default_max_attachments() -> usize {
+    50
+}
+fn default_max_attempts() -> u32 {
+    20
+}
+fn default_backoff_base() -> Duration {
+    Duration::from_secs(1)
+}
+fn default_backoff_max() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_forward_batch() -> usize {
+    256
+}
+fn default_sinks() -> BTreeMap<String, SinkConfig> {
+    BTreeMap::from([(
+        "spool".to_string(),
+        SinkConfig {
+            kind: SinkKind::Spool,
+            dir: Some(PathBuf::from("spool")),
+            contact: ContactPolicy::Full,
+        },
+    )])
+}

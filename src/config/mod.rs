@@ -1,0 +1,423 @@
+//! Loading and validating `phananh.toml` and `channels/*.toml`.
+//!
+//! Every problem in every file is collected before giving up, each with file:line:column, so
+//! `phananh check` shows an operator the whole list at once. The daemon loads through the same path,
+//! so what `check` accepts is exactly what `run` starts with.
+
+mod channel;
+mod daemon;
+mod error;
+pub mod secrets;
+pub mod units;
+
+pub use channel::{AfterIngest, ChannelConfig, ChannelKind, ChannelSettings, MaildirConfig};
+pub use daemon::{
+    CategoryConfig, ContactPolicy, DaemonConfig, DedupeConfig, EmailConfig, ForwardConfig,
+    SinkConfig, SinkKind, StoreConfig,
+};
+pub use error::{ConfigError, ConfigErrors};
+
+use serde::de::DeserializeOwned;
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+/// Where the daemon file is looked for when neither `--config` nor `PHANANH_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/phananh/phananh.toml";
+
+/// Everything the daemon runs with, validated, with paths made absolute.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub tz: chrono_tz::Tz,
+    pub channels: BTreeMap<String, ChannelConfig>,
+}
+
+impl Config {
+    pub fn database_path(&self) -> PathBuf {
+        self.daemon.state_dir.join("phananh.db")
+    }
+
+    pub fn media_dir(&self) -> PathBuf {
+        self.daemon.state_dir.join("media")
+    }
+
+    /// The email limits for one channel: the daemon's defaults with the channel's overrides.
+    pub fn email_limits(&self, channel: &ChannelConfig) -> EmailConfig {
+        let mut limits = self.daemon.email.clone();
+        match &channel.settings {
+            ChannelSettings::Maildir(m) => {
+                if let Some(v) = m.max_message_size {
+                    limits.max_message_size = v;
+                }
+                if let Some(v) = m.max_attachment_size {
+                    limits.max_attachment_size = v;
+                }
+                if let Some(v) = m.max_attachments {
+                    limits.max_attachments = v;
+                }
+            }
+        }
+        limits
+    }
+
+    pub fn category(&self, code: &str) -> Option<&CategoryConfig> {
+        self.daemon.categories.iter().find(|c| c.code == code)
+    }
+}
+
+/// The outcome for one file, for `check`'s ✓/✗ lines.
+#[derive(Debug, Clone)]
+pub struct FileStatus {
+    pub path: PathBuf,
+    pub errors: Vec<ConfigError>,
+}
+
+/// What a full load found: one status per file, and the config when there were no errors.
+#[derive(Debug)]
+pub struct LoadReport {
+    pub files: Vec<FileStatus>,
+    pub config: Option<Config>,
+}
+
+impl LoadReport {
+    pub fn errors(&self) -> ConfigErrors {
+        ConfigErrors(self.files.iter().flat_map(|f| f.errors.clone()).collect())
+    }
+}
+
+/// Loads and validates everything; the error lists every problem found.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let report = check(path);
+    let errors = report.errors();
+    match report.config {
+        Some(c) if errors.0.is_empty() => Ok(c),
+        _ => Err(errors),
+    }
+}
+
+/// Loads everything and reports per file; never stops at the first problem.
+pub fn check(path: &Path) -> LoadReport {
+    let path = absolute(path);
+    let mut files = Vec::new();
+    let base = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+
+    let daemon = load_daemon(&path, &base);
+    let (daemon, tz, daemon_errors) = match daemon {
+        Ok((d, tz)) => (Some(d), Some(tz), Vec::new()),
+        Err(e) => (None, None, e),
+    };
+    files.push(FileStatus {
+        path: path.clone(),
+        errors: daemon_errors,
+    });
+
+    // Without a valid daemon file we still check channels in the default place, so an operator
+    // sees channel mistakes in the same run.
+    let channels_dir = daemon
+        .as_ref()
+        .map(|d| d.channels_dir.clone())
+        .unwrap_or_else(|| base.join("channels"));
+    let mut channels = BTreeMap::new();
+    match list_channel_files(&channels_dir) {
+        Ok(paths) => {
+            for p in paths {
+                let status = match load_channel(&p) {
+                    Ok(c) => {
+                        channels.insert(c.name.clone(), c);
+                        Vec::new()
+                    }
+                    Err(e) => e,
+                };
+                files.push(FileStatus {
+                    path: p,
+                    errors: status,
+                });
+            }
+        }
+        Err(msg) => files.push(FileStatus {
+            path: channels_dir.clone(),
+            errors: vec![ConfigError::new(&channels_dir, None, msg)],
+        }),
+    }
+
+    let ok = files.iter().all(|f| f.errors.is_empty());
+    let config = match (ok, daemon, tz) {
+        (true, Some(daemon), Some(tz)) => Some(Config {
+            path,
+            daemon,
+            tz,
+            channels,
+        }),
+        _ => None,
+    };
+    LoadReport { files, config }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Reads and parses a file, refusing inline secrets, then deserialises into `T`.
+fn parse_file<T: DeserializeOwned>(
+    path: &Path,
+) -> Result<(String, toml::Table, T), Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ConfigError::new(path, None, format!("cannot read: {e}"))])?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| vec![ConfigError::from_toml(path, &text, &e)])?;
+    let mut errors = secrets::refuse_inline(path, &text, &table);
+    match toml::from_str::<T>(&text) {
+        Ok(v) if errors.is_empty() => Ok((text, table, v)),
+        Ok(_) => Err(errors),
+        Err(e) => {
+            // An inline secret is also an unknown key; say the more useful thing once.
+            let dup = errors
+                .iter()
+                .any(|s| e.message().contains(&format!("`{}`", secret_key_of(s))));
+            if !dup {
+                errors.push(ConfigError::from_toml(path, &text, &e));
+            }
+            errors.sort_by_key(|e| e.position);
+            Err(errors)
+        }
+    }
+}
+
+fn secret_key_of(e: &ConfigError) -> String {
+    e.message.split('`').nth(1).unwrap_or_default().to_string()
+}
+
+fn load_daemon(
+    path: &Path,
+    base: &Path,
+) -> Result<(DaemonConfig, chrono_tz::Tz), Vec<ConfigError>> {
+    let (text, _table, mut d) = parse_file::<DaemonConfig>(path)?;
+    let mut errors = Vec::new();
+    let err = |key: &str, msg: String| ConfigError::at_key(path, &text, key, msg);
+
+    d.state_dir = resolve(base, &d.state_dir);
+    d.channels_dir = resolve(base, &d.channels_dir);
+    let tz = match d.time_zone.parse::<chrono_tz::Tz>() {
+        Ok(tz) => Some(tz),
+        Err(_) => {
+            errors.push(err(
+                "time_zone",
+                format!(
+                    "unknown time zone {:?}; use an IANA name such as \"Asia/Ho_Chi_Minh\"",
+                    d.time_zone
+                ),
+            ));
+            None
+        }
+    };
+    let prefix_ok = (1..=6).contains(&d.tracking_prefix.len())
+        && d.tracking_prefix
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    if !prefix_ok {
+        errors.push(err(
+            "tracking_prefix",
+            format!(
+                "tracking_prefix {:?} must be 1 to 6 capital letters or digits, e.g. \"PA\"",
+                d.tracking_prefix
+            ),
+        ));
+    }
+    if d.store.queue_capacity == 0 {
+        errors.push(err(
+            "queue_capacity",
+            "queue_capacity must be at least 1".into(),
+        ));
+    }
+    if d.store.batch_max == 0 {
+        errors.push(err("batch_max", "batch_max must be at least 1".into()));
+    }
+    if d.forward.max_attempts == 0 {
+        errors.push(err(
+            "max_attempts",
+            "max_attempts must be at least 1".into(),
+        ));
+    }
+    let mut codes = HashSet::new();
+    for c in &d.categories {
+        if !is_code(&c.code) {
+            errors.push(err(
+                "code",
+                format!("category code {:?} must use a-z, 0-9 and _ only", c.code),
+            ));
+        }
+        if !codes.insert(c.code.as_str()) {
+            errors.push(err(
+                "code",
+                format!("category code {:?} appears twice", c.code),
+            ));
+        }
+    }
+    if !d.categories.is_empty() && !codes.contains(d.default_category.as_str()) {
+        errors.push(err(
+            "default_category",
+            format!(
+                "default_category {:?} is not one of the [[categories]] codes",
+                d.default_category
+            ),
+        ));
+    }
+    for (name, sink) in d.sinks.iter_mut() {
+        if !is_name(name) {
+            errors.push(err(
+                name,
+                format!("sink name {name:?} must use a-z, 0-9, '-' and '_' only"),
+            ));
+        }
+        match sink.kind {
+            SinkKind::Spool => match &sink.dir {
+                Some(dir) => sink.dir = Some(resolve(&d.state_dir, dir)),
+                None => errors.push(err(
+                    "kind",
+                    format!("sink {name:?} of kind \"spool\" needs `dir = \"spool\"` (relative to state_dir)"),
+                )),
+            },
+        }
+    }
+    match (errors.is_empty(), tz) {
+        (true, Some(tz)) => Ok((d, tz)),
+        _ => Err(errors),
+    }
+}
+
+fn list_channel_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "cannot read the channels folder: {e}; create it or set channels_dir in phananh.toml"
+        )
+    })?;
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+fn load_channel(path: &Path) -> Result<ChannelConfig, Vec<ConfigError>> {
+    let name = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
+    let base = path.parent().unwrap_or(Path::new("/"));
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| vec![ConfigError::new(path, None, format!("cannot read: {e}"))])?;
+    let table: toml::Table =
+        toml::from_str(&text).map_err(|e| vec![ConfigError::from_toml(path, &text, &e)])?;
+    let mut errors = Vec::new();
+    if !is_name(&name) {
+        errors.push(ConfigError::new(
+            path,
+            None,
+            format!("channel name {name:?} (the file name) must use a-z, 0-9, '-' and '_' only"),
+        ));
+    }
+    let kinds: Vec<&str> = ChannelKind::ALL.iter().map(|k| k.as_str()).collect();
+    let kind = match table.get("kind") {
+        None => {
+            errors.push(ConfigError::new(
+                path,
+                Some((1, 1)),
+                format!(
+                    "missing `kind`; start the file with kind = \"maildir\" (known kinds: {})",
+                    kinds.join(", ")
+                ),
+            ));
+            None
+        }
+        Some(toml::Value::String(k)) => match ChannelKind::parse(k) {
+            Some(k) => Some(k),
+            None => {
+                errors.push(ConfigError::at_key(
+                    path,
+                    &text,
+                    "kind",
+                    format!("unknown kind {k:?}; known kinds: {}", kinds.join(", ")),
+                ));
+                None
+            }
+        },
+        Some(_) => {
+            errors.push(ConfigError::at_key(
+                path,
+                &text,
+                "kind",
+                "`kind` must be a string",
+            ));
+            None
+        }
+    };
+    let settings = match kind {
+        Some(ChannelKind::Maildir) => match parse_file::<MaildirConfig>(path) {
+            Ok((text, _, mut m)) => {
+                m.path = resolve(base, &m.path);
+                if m.concurrency == 0 {
+                    errors.push(ConfigError::at_key(
+                        path,
+                        &text,
+                        "concurrency",
+                        "concurrency must be at least 1",
+                    ));
+                }
+                if m.scan_interval.is_zero() {
+                    errors.push(ConfigError::at_key(
+                        path,
+                        &text,
+                        "scan_interval",
+                        "scan_interval must be more than 0s",
+                    ));
+                }
+                Some(ChannelSettings::Maildir(m))
+            }
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
+        None => None,
+    };
+    match settings {
+        Some(settings) if errors.is_empty() => Ok(ChannelConfig {
+            name,
+            path: path.to_path_buf(),
+            settings,
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn is_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,104 @@
+use super::*;
+use std::fs;
+
+fn write(dir: &Path, rel: &str, text: &str) -> PathBuf {
+    let p = dir.join(rel);
+    fs::create_dir_all(p.parent().unwrap()).unwrap();
+    fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn a_minimal_config_loads_with_defaults_and_resolved_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "phananh.toml", "state_dir = \"state\"\n");
+    write(
+        dir.path(),
+        "channels/mail.toml",
+        "kind = \"maildir\"\npath = \"../Maildir\"\n",
+    );
+    let c = load(&main).unwrap();
+    assert_eq!(c.daemon.state_dir, dir.path().join("state"));
+    assert_eq!(c.tz, chrono_tz::Asia::Ho_Chi_Minh);
+    let mail = &c.channels["mail"];
+    assert_eq!(mail.kind(), ChannelKind::Maildir);
+    let ChannelSettings::Maildir(m) = &mail.settings;
+    assert_eq!(m.path, dir.path().join("channels/../Maildir"));
+    assert_eq!(m.after_ingest, AfterIngest::Seen);
+    assert_eq!(
+        c.daemon.sinks["spool"].dir,
+        Some(dir.path().join("state/spool"))
+    );
+}
+
+#[test]
+fn every_error_in_every_file_is_reported_with_its_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(
+        dir.path(),
+        "phananh.toml",
+        "state_dir = \"s\"\ntime_zone = \"Mars/Olympus\"\ntracking_prefix = \"pa\"\n",
+    );
+    write(
+        dir.path(),
+        "channels/a.toml",
+        "kind = \"maildir\"\npath = \"M\"\npathh = \"x\"\n",
+    );
+    write(dir.path(), "channels/b.toml", "kind = \"telegram\"\n");
+    write(dir.path(), "channels/c.toml", "path = \"M\"\n");
+    write(
+        dir.path(),
+        "channels/d.toml",
+        "kind = \"maildir\"\npath = \"M\"\nafter_ingest = \"delete\"\n",
+    );
+    let errs = load(&main).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(has("phananh.toml:2:1: unknown time zone"), "{text:#?}");
+    assert!(has("phananh.toml:3:1: tracking_prefix"), "{text:#?}");
+    assert!(has("a.toml:3:1: unknown field `pathh`"), "{text:#?}");
+    assert!(has("b.toml:1:1: unknown kind \"telegram\""), "{text:#?}");
+    assert!(has("c.toml:1:1: missing `kind`"), "{text:#?}");
+    assert!(has("d.toml:3:16: invalid after_ingest"), "{text:#?}");
+    assert_eq!(errs.len(), 6, "{text:#?}");
+}
+
+#[test]
+fn an_inline_secret_is_refused_once_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "phananh.toml", "state_dir = \"s\"\n");
+    write(
+        dir.path(),
+        "channels/m.toml",
+        "kind = \"maildir\"\npath = \"M\"\npassword = \"hunter2\"\n",
+    );
+    let errs = load(&main).unwrap_err().0;
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].position, Some((3, 1)));
+    assert!(errs[0].message.contains("password_file"));
+    assert!(!errs[0].to_string().contains("hunter2"));
+}
+
+#[test]
+fn syntax_errors_point_at_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "phananh.toml", "state_dir = \"s\"\nlisten = \n");
+    fs::create_dir_all(dir.path().join("channels")).unwrap();
+    let errs = load(&main).unwrap_err().0;
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].position.map(|p| p.0), Some(2), "{errs:#?}");
+}
+
+#[test]
+fn the_shipped_configs_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let c = load(&root.join("config/quickstart.toml")).unwrap();
+    assert!(c.channels.contains_key("mail"));
+    let report = check(&root.join("config/phananh.toml"));
+    // The production file names /etc/phananh/channels, absent on a build machine: only that fails.
+    assert!(
+        report.files[0].errors.is_empty(),
+        "{:#?}",
+        report.files[0].errors
+    );
+}

@@ -1,0 +1,68 @@
+//! The `spool` sink: one JSON file per event in a folder, the embedded default queue. A consumer
+//! picks up `*.json` files; it never sees a half-written one because each is written under
+//! `.tmp/`, fsynced, and renamed into place.
+
+use super::SinkError;
+use crate::media::sync_dir;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct SpoolSink {
+    dir: PathBuf,
+}
+
+impl SpoolSink {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    /// Writes a batch of (event_id, json); one folder fsync covers all the renames.
+    pub fn write_batch(&self, events: &[(String, String)]) -> Vec<Result<(), SinkError>> {
+        let tmp_dir = self.dir.join(".tmp");
+        if let Err(e) = crate::store::create_private_dir(&tmp_dir) {
+            let msg = format!("cannot create {}: {e}", tmp_dir.display());
+            return vec![Err(SinkError::Transient(msg)); events.len()];
+        }
+        let mut results: Vec<Result<(), SinkError>> = events
+            .iter()
+            .map(|(id, json)| {
+                let name = file_name(id);
+                let tmp = tmp_dir.join(&name);
+                let write = || -> std::io::Result<()> {
+                    let mut f = std::fs::File::create(&tmp)?;
+                    f.write_all(json.as_bytes())?;
+                    f.write_all(b"\n")?;
+                    f.sync_all()?;
+                    std::fs::rename(&tmp, self.dir.join(&name))
+                };
+                write().map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp);
+                    SinkError::Transient(format!("cannot write spool file {name}: {e}"))
+                })
+            })
+            .collect();
+        if let Err(e) = sync_dir(&self.dir) {
+            let msg = format!("cannot sync {}: {e}", self.dir.display());
+            for r in results.iter_mut().filter(|r| r.is_ok()) {
+                *r = Err(SinkError::Transient(msg.clone()));
+            }
+        }
+        results
+    }
+}
+
+/// Event ids are ULID-based and safe as file names; anything else is replaced defensively.
+fn file_name(event_id: &str) -> String {
+    let safe: String = event_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{safe}.json")
+}

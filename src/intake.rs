@@ -1,0 +1,149 @@
+//! The one way in: every channel hands an [`Envelope`] to [`Intake::submit`] and acknowledges
+//! upstream only after the receipt comes back (the receipt means: committed).
+
+use crate::channels::{Envelope, email};
+use crate::config::{ChannelKind, Config, EmailConfig};
+use crate::media::MediaStore;
+use crate::pipeline::{Blob, Draft, sha256_hex};
+use crate::store::{Receipt, Store, StoreError, Submission, SubmissionBody};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IntakeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot store media: {0}")]
+    Media(std::io::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Per-channel parsing rules, taken from config when the channel starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParseRules {
+    pub email: EmailConfig,
+}
+
+pub struct Intake {
+    store: Store,
+    media: Arc<MediaStore>,
+    tz: chrono_tz::Tz,
+    default_category: String,
+    email_defaults: EmailConfig,
+}
+
+impl Intake {
+    pub fn new(config: &Config, store: Store) -> Self {
+        Self {
+            store,
+            media: Arc::new(MediaStore::new(config.media_dir())),
+            tz: config.tz,
+            default_category: config.daemon.default_category.clone(),
+            email_defaults: config.daemon.email.clone(),
+        }
+    }
+
+    /// The daemon-wide e-mail limits a channel starts from.
+    pub fn email_defaults(&self) -> &EmailConfig {
+        &self.email_defaults
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Parses, keeps media, commits; the receipt says what became of the item. An item that cannot
+    /// be parsed is quarantined (that is a receipt too: it is stored, and the channel may ack it).
+    pub async fn submit(&self, env: Envelope, rules: &ParseRules) -> Result<Receipt, IntakeError> {
+        let received_at = chrono::Utc::now().with_timezone(&self.tz).fixed_offset();
+        let raw = Arc::new(env.raw);
+        let parsed = self.parse(env.kind, raw.clone(), rules).await?;
+        let raw = Arc::try_unwrap(raw).unwrap_or_else(|a| (*a).clone());
+        let body = match parsed {
+            Ok(draft) => SubmissionBody::Report(Box::new(draft)),
+            Err(reason) => SubmissionBody::Quarantine { reason },
+        };
+        let submission = Submission {
+            channel: env.channel,
+            kind: env.kind.as_str().to_string(),
+            raw_sha256: sha256_hex(&raw),
+            raw,
+            source_ref: env.source_ref,
+            received_at,
+            body,
+        };
+        Ok(self.store.submit(submission).await?)
+    }
+
+    /// Re-runs the parser on a quarantined item (after a fix or a raised limit).
+    pub async fn retry(
+        &self,
+        inbox_id: i64,
+        channel: String,
+        kind: ChannelKind,
+        raw: Vec<u8>,
+        rules: &ParseRules,
+    ) -> Result<Result<Receipt, String>, IntakeError> {
+        let raw = Arc::new(raw);
+        match self.parse(kind, raw.clone(), rules).await? {
+            Err(reason) => Ok(Err(reason)),
+            Ok(draft) => {
+                let raw = Arc::try_unwrap(raw).unwrap_or_else(|a| (*a).clone());
+                let received_at = chrono::Utc::now().with_timezone(&self.tz).fixed_offset();
+                let submission = Submission {
+                    channel,
+                    kind: kind.as_str().to_string(),
+                    raw_sha256: sha256_hex(&raw),
+                    raw,
+                    source_ref: None,
+                    received_at,
+                    body: SubmissionBody::Retry {
+                        inbox_id,
+                        draft: Box::new(draft),
+                    },
+                };
+                Ok(Ok(self.store.submit(submission).await?))
+            }
+        }
+    }
+
+    /// Runs the kind's parser off the async threads and writes the media it found. A parser panic
+    /// on hostile input quarantines the item instead of taking the channel down.
+    async fn parse(
+        &self,
+        kind: ChannelKind,
+        raw: Arc<Vec<u8>>,
+        rules: &ParseRules,
+    ) -> Result<Result<Draft, String>, IntakeError> {
+        let rules = rules.clone();
+        let tz = self.tz;
+        let default_category = self.default_category.clone();
+        let media = self.media.clone();
+        let joined = tokio::task::spawn_blocking(
+            move || -> Result<Result<Draft, String>, std::io::Error> {
+                let parsed: Result<(Draft, Vec<Blob>), String> = match kind {
+                    ChannelKind::Maildir => {
+                        email::normalize(&raw, &rules.email, tz, &default_category)
+                            .map_err(|e| e.to_string())
+                    }
+                };
+                match parsed {
+                    Ok((draft, blobs)) => {
+                        for blob in &blobs {
+                            media.put(blob)?;
+                        }
+                        Ok(Ok(draft))
+                    }
+                    Err(reason) => Ok(Err(reason)),
+                }
+            },
+        )
+        .await;
+        match joined {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(io)) => Err(IntakeError::Media(io)),
+            Err(e) if e.is_panic() => Ok(Err("the parser failed on this input (internal error); raw kept for a fix and `phananh quarantine retry`".into())),
+            Err(e) => Err(IntakeError::Invalid(format!("parser task stopped: {e}"))),
+        }
+    }
+}

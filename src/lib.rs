@@ -1,0 +1,18 @@
+//! phananh: citizens' field reports from every channel, stored once, forwarded reliably.
+//! docs/ARCHITECTURE.md maps this crate.
+
+pub mod backoff;
+pub mod channels;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod forward;
+pub mod http;
+pub mod intake;
+pub mod logging;
+pub mod media;
+pub mod pipeline;
+pub mod report;
+pub mod store;
+pub mod tracking;

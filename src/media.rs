@@ -1,0 +1,52 @@
+//! Media files, content-addressed by sha256 under the state directory (`media/ab/abcd…`), never in
+//! SQLite: the database stays small and the same photo sent twice is kept once.
+
+use crate::pipeline::Blob;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct MediaStore {
+    dir: PathBuf,
+}
+
+impl MediaStore {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    pub fn path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(&sha256[..2.min(sha256.len())]).join(sha256)
+    }
+
+    /// Writes a blob durably (temp file, fsync, rename, fsync folder) unless it is already there.
+    /// Runs before the report naming it is committed, so a committed report never points at a
+    /// missing file; a crash in between leaves at most an unreferenced file.
+    pub fn put(&self, blob: &Blob) -> std::io::Result<()> {
+        let path = self.path(&blob.sha256);
+        if path.exists() {
+            return Ok(());
+        }
+        let parent = path.parent().unwrap_or(&self.dir);
+        crate::store::create_private_dir(parent)?;
+        let tmp_dir = self.dir.join(".tmp");
+        crate::store::create_private_dir(&tmp_dir)?;
+        let tmp = tmp_dir.join(format!("{}.{}", blob.sha256, ulid::Ulid::new()));
+        let result = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&blob.bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            sync_dir(parent)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+/// fsync a folder so a rename into it survives power loss.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

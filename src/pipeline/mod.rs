@@ -1,0 +1,58 @@
+//! Pure functions over the record: text, phone numbers, places. No I/O here, so every rule is
+//! testable on its own and the fuzzers can reach it.
+
+pub mod phone;
+pub mod place;
+pub mod text;
+
+use crate::report::{Category, Location, Media, OmittedMedia, Reporter};
+use chrono::{DateTime, FixedOffset};
+
+/// A report as a channel's parser produced it, before the store gives it an id, a tracking code
+/// and a place among earlier reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Draft {
+    pub external_id: String,
+    pub submitted_at: Option<DateTime<FixedOffset>>,
+    pub reporter: Reporter,
+    pub title: String,
+    pub description: String,
+    pub quoted: Option<String>,
+    /// Everything the sender wrote, before quotes and signatures were cut.
+    pub full_text: String,
+    pub language: String,
+    pub category: Category,
+    pub unit: Option<String>,
+    pub location: Option<Location>,
+    pub media: Vec<Media>,
+    pub omitted_media: Vec<OmittedMedia>,
+}
+
+impl Draft {
+    /// The key for "same reporter, same text": folded title and description; for a text-less
+    /// report, its photos. None when there is nothing to compare.
+    pub fn dedupe_key(&self) -> Option<String> {
+        let text = text::dedupe_key(&format!("{}\n{}", self.title, self.description));
+        if !text.is_empty() {
+            return Some(sha256_hex(text.as_bytes()));
+        }
+        if self.media.is_empty() {
+            return None;
+        }
+        let mut shas: Vec<&str> = self.media.iter().map(|m| m.sha256.as_str()).collect();
+        shas.sort_unstable();
+        Some(sha256_hex(shas.join(",").as_bytes()))
+    }
+}
+
+/// A file to keep content-addressed before the report that names it is committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blob {
+    pub sha256: String,
+    pub bytes: Vec<u8>,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,0 +1,260 @@
+//! The store: SQLite in WAL mode, written by one thread that commits many submissions per
+//! transaction (group commit), read by anyone through their own connections.
+
+pub mod queries;
+mod schema;
+mod writer;
+
+use crate::config::{Config, ContactPolicy};
+use crate::pipeline::Draft;
+use crate::report::ReportRef;
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use writer::Delivery;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("database migration failed: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    #[error("cannot prepare the state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the store is shut down")]
+    Closed,
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What the writer needs to know from config.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub db_path: PathBuf,
+    pub queue_capacity: usize,
+    pub batch_max: usize,
+    pub tracking_prefix: String,
+    pub tz: chrono_tz::Tz,
+    pub same_text_window: Duration,
+    /// Every sink gets an outbox row per event.
+    pub sinks: Vec<(String, ContactPolicy)>,
+    /// category code → unit, for routing.
+    pub units: Vec<(String, Option<String>)>,
+}
+
+impl StoreSettings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            db_path: c.database_path(),
+            queue_capacity: c.daemon.store.queue_capacity,
+            batch_max: c.daemon.store.batch_max,
+            tracking_prefix: c.daemon.tracking_prefix.clone(),
+            tz: c.tz,
+            same_text_window: c.daemon.dedupe.same_text_window,
+            sinks: c
+                .daemon
+                .sinks
+                .iter()
+                .map(|(n, s)| (n.clone(), s.contact))
+                .collect(),
+            units: c
+                .daemon
+                .categories
+                .iter()
+                .map(|c| (c.code.clone(), c.unit.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// One item for the writer: a parsed report, or raw bytes that could not be parsed.
+#[derive(Debug)]
+pub struct Submission {
+    pub channel: String,
+    pub kind: String,
+    pub raw: Vec<u8>,
+    pub raw_sha256: String,
+    pub source_ref: Option<String>,
+    pub received_at: chrono::DateTime<chrono::FixedOffset>,
+    pub body: SubmissionBody,
+}
+
+#[derive(Debug)]
+pub enum SubmissionBody {
+    Report(Box<Draft>),
+    Quarantine {
+        reason: String,
+    },
+    /// `phananh quarantine retry`: a quarantined inbox row parsed now.
+    Retry {
+        inbox_id: i64,
+        draft: Box<Draft>,
+    },
+}
+
+/// The answer to a submission, given only after its transaction committed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Receipt {
+    pub inbox_id: i64,
+    pub outcome: Outcome,
+    /// True when this item had been received before: the first receipt is returned again.
+    pub redelivered: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Created { report: ReportRef },
+    Duplicate { report: ReportRef, of: ReportRef },
+    Quarantined { reason: String },
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: mpsc::Sender<writer::Command>,
+    db_path: PathBuf,
+    outbox_ready: watch::Sender<u64>,
+    thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl Store {
+    /// Creates the state directory and database if needed, migrates, and starts the writer.
+    pub fn open(settings: StoreSettings) -> Result<Store, StoreError> {
+        let mut conn = open_writer_connection(&settings.db_path)?;
+        schema::migrations().to_latest(&mut conn)?;
+        let (tx, rx) = mpsc::channel(settings.queue_capacity);
+        let (outbox_ready, _) = watch::channel(0u64);
+        let db_path = settings.db_path.clone();
+        let notify = outbox_ready.clone();
+        let thread = std::thread::Builder::new()
+            .name("phananh-writer".into())
+            .spawn(move || writer::run(conn, settings, rx, notify))
+            .map_err(|e| StoreError::StateDir {
+                path: db_path.clone(),
+                source: e,
+            })?;
+        Ok(Store {
+            tx,
+            db_path,
+            outbox_ready,
+            thread: Arc::new(std::sync::Mutex::new(Some(thread))),
+        })
+    }
+
+    /// Commits one item and returns its receipt. Waits when the writer's queue is full.
+    pub async fn submit(&self, submission: Submission) -> Result<Receipt, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::Submit(Box::new(submission), reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records delivery outcomes for outbox rows (one transaction for the lot).
+    pub async fn record_deliveries(&self, results: Vec<(i64, Delivery)>) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::Deliveries(results, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Makes dead (or all undelivered) outbox rows due now. Returns how many changed.
+    pub async fn requeue_outbox(&self, ids: Option<Vec<i64>>) -> Result<usize, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::Requeue(ids, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Changes after every commit that added outbox rows; each sink watches it.
+    pub fn outbox_watch(&self) -> watch::Receiver<u64> {
+        self.outbox_ready.subscribe()
+    }
+
+    /// Submissions waiting for the writer (for health and backpressure tests).
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// A read-only connection of the caller's own (WAL lets readers run beside the writer).
+    pub fn reader(&self) -> Result<Connection, StoreError> {
+        open_reader(&self.db_path)
+    }
+
+    /// Stops accepting work, lets the writer commit what is queued, and waits for it.
+    pub async fn close(self) {
+        let Store { tx, thread, .. } = self;
+        drop(tx);
+        let handle = thread.lock().ok().and_then(|mut t| t.take());
+        if let Some(h) = handle {
+            let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+/// Opens the database read-only, for CLI queries and the forwarder.
+pub fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let state_err = |source| StoreError::StateDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    create_private_dir(dir).map_err(state_err)?;
+    if !path.exists() {
+        // Created 0600 before SQLite touches it; SQLite gives -wal and -shm the same mode.
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(state_err)?;
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Invalid(format!(
+            "journal_mode is {mode}, expected wal"
+        )));
+    }
+    // FULL: the commit that lets a channel acknowledge upstream must survive power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(conn)
+}
+
+/// Creates a folder (and parents) readable only by us.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}

@@ -1,0 +1,92 @@
+//! Migrations. Append only: a released migration is never edited, a new one is added.
+
+use rusqlite_migration::{M, Migrations};
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        r#"
+        -- Every inbound item, raw, as it arrived: the evidence everything else is derived from.
+        CREATE TABLE inbox (
+            id           INTEGER PRIMARY KEY,
+            channel      TEXT NOT NULL,
+            kind         TEXT NOT NULL,
+            external_id  TEXT NOT NULL,
+            received_at  TEXT NOT NULL,
+            raw          BLOB NOT NULL,
+            raw_sha256   TEXT NOT NULL,
+            source_ref   TEXT,
+            status       TEXT NOT NULL CHECK (status IN ('stored', 'quarantined', 'resolved')),
+            reason       TEXT,
+            report_id    TEXT,
+            UNIQUE (channel, external_id)
+        );
+        CREATE INDEX inbox_status ON inbox (status, id);
+
+        -- Personal data lives here and only here.
+        CREATE TABLE reporters (
+            id            INTEGER PRIMARY KEY,
+            key           TEXT NOT NULL UNIQUE,
+            name          TEXT,
+            email         TEXT,
+            phone         TEXT,
+            facebook_psid TEXT,
+            app_user_id   TEXT,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL
+        );
+
+        CREATE TABLE reports (
+            id             TEXT PRIMARY KEY,
+            tracking_code  TEXT NOT NULL UNIQUE,
+            inbox_id       INTEGER NOT NULL REFERENCES inbox (id),
+            channel        TEXT NOT NULL,
+            kind           TEXT NOT NULL,
+            external_id    TEXT NOT NULL,
+            received_at    TEXT NOT NULL,
+            received_ms    INTEGER NOT NULL,
+            submitted_at   TEXT NOT NULL,
+            reporter_id    INTEGER REFERENCES reporters (id),
+            title          TEXT NOT NULL,
+            description    TEXT NOT NULL,
+            quoted         TEXT,
+            full_text      TEXT NOT NULL,
+            language       TEXT NOT NULL,
+            category       TEXT NOT NULL,
+            unit           TEXT,
+            text_key       TEXT,
+            duplicate_of   TEXT REFERENCES reports (id),
+            event_json     TEXT NOT NULL
+        );
+        CREATE INDEX reports_same_text ON reports (reporter_id, text_key, received_ms);
+        CREATE INDEX reports_received ON reports (received_ms);
+
+        -- Written in the same transaction as the report: what is stored is forwarded.
+        CREATE TABLE outbox (
+            id              INTEGER PRIMARY KEY,
+            event_id        TEXT NOT NULL,
+            event_type      TEXT NOT NULL,
+            report_id       TEXT NOT NULL REFERENCES reports (id),
+            sink            TEXT NOT NULL,
+            payload         TEXT NOT NULL,
+            state           TEXT NOT NULL DEFAULT 'pending'
+                            CHECK (state IN ('pending', 'retrying', 'delivered', 'dead')),
+            attempts        INTEGER NOT NULL DEFAULT 0,
+            next_attempt_ms INTEGER NOT NULL,
+            last_error      TEXT,
+            created_at      TEXT NOT NULL,
+            delivered_at    TEXT,
+            UNIQUE (event_id, sink)
+        );
+        CREATE INDEX outbox_due ON outbox (sink, state, next_attempt_ms, id);
+        CREATE INDEX outbox_report ON outbox (sink, report_id, id);
+        "#,
+    )])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn migrations_are_valid() {
+        super::migrations().validate().unwrap();
+    }
+}

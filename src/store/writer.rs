@@ -1,0 +1,561 @@
+//! The one writer thread. It owns the write connection, takes commands from a bounded queue,
+//! applies everything queued in one transaction (group commit: one fsync for many reports), and
+//! answers each caller only after that transaction committed.
+
+use super::{Outcome, Receipt, StoreError, StoreSettings, Submission, SubmissionBody};
+use crate::pipeline::Draft;
+use crate::report::{ChannelRef, Event, EventType, Report, ReportRef, SCHEMA};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot, watch};
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+pub enum Command {
+    Submit(Box<Submission>, Reply<Receipt>),
+    Deliveries(Vec<(i64, Delivery)>, Reply<()>),
+    Requeue(Option<Vec<i64>>, Reply<usize>),
+}
+
+/// What a sink made of one outbox row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Delivered,
+    Retry { error: String, next_attempt_ms: i64 },
+    Dead { error: String },
+}
+
+enum Pending {
+    Submit(Reply<Receipt>, Result<Receipt, StoreError>),
+    Deliveries(Reply<()>, Result<(), StoreError>),
+    Requeue(Reply<usize>, Result<usize, StoreError>),
+}
+
+pub fn run(
+    mut conn: Connection,
+    settings: StoreSettings,
+    mut rx: mpsc::Receiver<Command>,
+    outbox_ready: watch::Sender<u64>,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < settings.batch_max {
+            match rx.try_recv() {
+                Ok(c) => batch.push(c),
+                Err(_) => break,
+            }
+        }
+        let size = batch.len();
+        let started = std::time::Instant::now();
+        let added_outbox = apply(&mut conn, &settings, batch);
+        tracing::trace!(size, elapsed = ?started.elapsed(), "Committed a batch.");
+        if added_outbox {
+            outbox_ready.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+    // Queue closed: every sender is gone and everything queued was committed.
+    let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+}
+
+/// Applies a batch in one transaction. Each command runs in its own savepoint so one bad item
+/// cannot fail the others. Returns whether outbox rows were added.
+fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -> bool {
+    let now = chrono::Utc::now();
+    let mut pending = Vec::with_capacity(batch.len());
+    let mut added_outbox = false;
+    let tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let msg = format!("cannot begin a transaction: {e}");
+            tracing::error!(error = %e, "Cannot begin a transaction; the batch is refused and will be retried by its senders.");
+            for cmd in batch {
+                fail(cmd, &msg);
+            }
+            return false;
+        }
+    };
+    let mut tx = tx;
+    for cmd in batch {
+        let mut sp = match tx.savepoint() {
+            Ok(sp) => sp,
+            Err(e) => {
+                fail(cmd, &format!("cannot open a savepoint: {e}"));
+                continue;
+            }
+        };
+        let item = match cmd {
+            Command::Submit(s, reply) => {
+                let r = submit(&sp, settings, *s, now);
+                if let Ok(Receipt {
+                    outcome: Outcome::Created { .. },
+                    redelivered: false,
+                    ..
+                }) = &r
+                {
+                    added_outbox = true;
+                }
+                Pending::Submit(reply, r)
+            }
+            Command::Deliveries(list, reply) => {
+                Pending::Deliveries(reply, deliveries(&sp, &list, now))
+            }
+            Command::Requeue(ids, reply) => {
+                let r = requeue(&sp, ids.as_deref(), now);
+                if matches!(r, Ok(n) if n > 0) {
+                    added_outbox = true;
+                }
+                Pending::Requeue(reply, r)
+            }
+        };
+        let ok = match &item {
+            Pending::Submit(_, r) => r.is_ok(),
+            Pending::Deliveries(_, r) => r.is_ok(),
+            Pending::Requeue(_, r) => r.is_ok(),
+        };
+        if ok {
+            if let Err(e) = sp.commit() {
+                tracing::error!(error = %e, "Cannot release a savepoint.");
+            }
+        } else {
+            let _ = sp.rollback();
+        }
+        pending.push(item);
+    }
+    match tx.commit() {
+        Ok(()) => {
+            for p in pending {
+                match p {
+                    Pending::Submit(reply, r) => drop(reply.send(r)),
+                    Pending::Deliveries(reply, r) => drop(reply.send(r)),
+                    Pending::Requeue(reply, r) => drop(reply.send(r)),
+                }
+            }
+            added_outbox
+        }
+        Err(e) => {
+            // Nothing in this batch is durable: every caller hears so and nothing is acknowledged.
+            tracing::error!(error = %e, "Commit failed; nothing in the batch was stored.");
+            let msg = format!("commit failed: {e}");
+            for p in pending {
+                match p {
+                    Pending::Submit(reply, _) => {
+                        drop(reply.send(Err(StoreError::Invalid(msg.clone()))))
+                    }
+                    Pending::Deliveries(reply, _) => {
+                        drop(reply.send(Err(StoreError::Invalid(msg.clone()))))
+                    }
+                    Pending::Requeue(reply, _) => {
+                        drop(reply.send(Err(StoreError::Invalid(msg.clone()))))
+                    }
+                }
+            }
+            false
+        }
+    }
+}
+
+fn fail(cmd: Command, msg: &str) {
+    let err = || StoreError::Invalid(msg.to_string());
+    match cmd {
+        Command::Submit(_, r) => drop(r.send(Err(err()))),
+        Command::Deliveries(_, r) => drop(r.send(Err(err()))),
+        Command::Requeue(_, r) => drop(r.send(Err(err()))),
+    }
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::FixedOffset>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+}
+
+fn submit(
+    conn: &Connection,
+    settings: &StoreSettings,
+    s: Submission,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Receipt, StoreError> {
+    let received_at = s.received_at;
+    match s.body {
+        SubmissionBody::Quarantine { ref reason } => {
+            let key = format!("sha256:{}", s.raw_sha256);
+            if let Some(r) = existing_receipt(conn, &s.channel, &key)? {
+                return Ok(r);
+            }
+            let inbox_id = insert_inbox(conn, &s, &key, "quarantined", Some(reason), received_at)?;
+            Ok(Receipt {
+                inbox_id,
+                outcome: Outcome::Quarantined {
+                    reason: reason.clone(),
+                },
+                redelivered: false,
+            })
+        }
+        SubmissionBody::Report(ref draft) => {
+            if let Some(r) = existing_receipt(conn, &s.channel, &draft.external_id)? {
+                return Ok(r);
+            }
+            let inbox_id = insert_inbox(conn, &s, &draft.external_id, "stored", None, received_at)?;
+            let outcome = store_report(conn, settings, &s, inbox_id, draft, now)?;
+            Ok(Receipt {
+                inbox_id,
+                outcome,
+                redelivered: false,
+            })
+        }
+        SubmissionBody::Retry {
+            inbox_id,
+            ref draft,
+        } => {
+            let status: Option<String> = conn
+                .query_row("SELECT status FROM inbox WHERE id = ?1", [inbox_id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            match status.as_deref() {
+                Some("quarantined") => {}
+                Some(other) => {
+                    return Err(StoreError::Invalid(format!(
+                        "inbox item {inbox_id} is {other}, not quarantined"
+                    )));
+                }
+                None => return Err(StoreError::Invalid(format!("no inbox item {inbox_id}"))),
+            }
+            if let Some(mut r) = existing_receipt(conn, &s.channel, &draft.external_id)? {
+                // It arrived again intact meanwhile: this copy points at the report made then.
+                let report_id = match &r.outcome {
+                    Outcome::Created { report } | Outcome::Duplicate { report, .. } => {
+                        Some(report.id.clone())
+                    }
+                    Outcome::Quarantined { .. } => None,
+                };
+                conn.execute(
+                    "UPDATE inbox SET status = 'resolved', report_id = ?2 WHERE id = ?1",
+                    params![inbox_id, report_id],
+                )?;
+                r.inbox_id = inbox_id;
+                return Ok(r);
+            }
+            conn.execute(
+                "UPDATE inbox SET status = 'stored', reason = NULL, external_id = ?2 WHERE id = ?1",
+                params![inbox_id, draft.external_id],
+            )?;
+            let outcome = store_report(conn, settings, &s, inbox_id, draft, now)?;
+            Ok(Receipt {
+                inbox_id,
+                outcome,
+                redelivered: false,
+            })
+        }
+    }
+}
+
+fn insert_inbox(
+    conn: &Connection,
+    s: &Submission,
+    key: &str,
+    status: &str,
+    reason: Option<&str>,
+    received_at: chrono::DateTime<chrono::FixedOffset>,
+) -> Result<i64, StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO inbox (channel, kind, external_id, received_at, raw, raw_sha256, source_ref, status, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        s.channel,
+        s.kind,
+        key,
+        rfc3339(received_at),
+        s.raw,
+        s.raw_sha256,
+        s.source_ref,
+        status,
+        reason
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The receipt of an item already received on this channel, if any.
+fn existing_receipt(
+    conn: &Connection,
+    channel: &str,
+    key: &str,
+) -> Result<Option<Receipt>, StoreError> {
+    let row: Option<(i64, String, Option<String>, Option<String>)> = conn
+        .prepare_cached("SELECT id, status, reason, report_id FROM inbox WHERE channel = ?1 AND external_id = ?2")?
+        .query_row(params![channel, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .optional()?;
+    let Some((inbox_id, status, reason, report_id)) = row else {
+        return Ok(None);
+    };
+    let outcome = match (status.as_str(), report_id) {
+        ("quarantined", _) | (_, None) => Outcome::Quarantined {
+            reason: reason.unwrap_or_default(),
+        },
+        (_, Some(id)) => report_outcome(conn, &id)?,
+    };
+    Ok(Some(Receipt {
+        inbox_id,
+        outcome,
+        redelivered: true,
+    }))
+}
+
+pub(super) fn report_outcome(conn: &Connection, id: &str) -> Result<Outcome, StoreError> {
+    let (code, dup): (String, Option<String>) = conn
+        .prepare_cached("SELECT tracking_code, duplicate_of FROM reports WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let report = ReportRef {
+        id: id.to_string(),
+        tracking_code: code,
+    };
+    Ok(match dup {
+        None => Outcome::Created { report },
+        Some(of_id) => {
+            let of_code: String = conn
+                .prepare_cached("SELECT tracking_code FROM reports WHERE id = ?1")?
+                .query_row([&of_id], |r| r.get(0))?;
+            Outcome::Duplicate {
+                report,
+                of: ReportRef {
+                    id: of_id,
+                    tracking_code: of_code,
+                },
+            }
+        }
+    })
+}
+
+fn store_report(
+    conn: &Connection,
+    settings: &StoreSettings,
+    s: &Submission,
+    inbox_id: i64,
+    draft: &Draft,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, StoreError> {
+    let received_at = s.received_at;
+    let received_ms = received_at.timestamp_millis();
+    let stamp = rfc3339(now.with_timezone(&settings.tz).fixed_offset());
+
+    let reporter_id: Option<i64> = match draft.reporter.key() {
+        Some(key) => Some(
+            conn.prepare_cached(
+                "INSERT INTO reporters (key, name, email, phone, facebook_psid, app_user_id, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)
+                 ON CONFLICT (key) DO UPDATE SET
+                   name = coalesce(excluded.name, name),
+                   email = coalesce(excluded.email, email),
+                   phone = coalesce(excluded.phone, phone),
+                   facebook_psid = coalesce(excluded.facebook_psid, facebook_psid),
+                   app_user_id = coalesce(excluded.app_user_id, app_user_id),
+                   updated_at = excluded.updated_at
+                 RETURNING id",
+            )?
+            .query_row(
+                params![
+                    key,
+                    draft.reporter.name,
+                    draft.reporter.email,
+                    draft.reporter.phone,
+                    draft.reporter.facebook_psid,
+                    draft.reporter.app_user_id,
+                    stamp
+                ],
+                |r| r.get(0),
+            )?,
+        ),
+        None => None,
+    };
+
+    let text_key = draft.dedupe_key();
+    let duplicate_of: Option<ReportRef> = match (reporter_id, &text_key) {
+        (Some(rid), Some(key)) => {
+            let since = received_ms - settings.same_text_window.as_millis() as i64;
+            conn.prepare_cached(
+                "SELECT id, tracking_code FROM reports
+                 WHERE reporter_id = ?1 AND text_key = ?2 AND received_ms >= ?3 AND duplicate_of IS NULL
+                 ORDER BY received_ms LIMIT 1",
+            )?
+            .query_row(params![rid, key, since], |r| {
+                Ok(ReportRef {
+                    id: r.get(0)?,
+                    tracking_code: r.get(1)?,
+                })
+            })
+            .optional()?
+        }
+        _ => None,
+    };
+
+    let id = ulid::Ulid::new().to_string();
+    let tracking_code = loop {
+        let code = crate::tracking::generate(&settings.tracking_prefix);
+        let taken: bool = conn
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM reports WHERE tracking_code = ?1)")?
+            .query_row([&code], |r| r.get(0))?;
+        if !taken {
+            break code;
+        }
+    };
+    let unit = draft.unit.clone().or_else(|| {
+        settings
+            .units
+            .iter()
+            .find(|(c, _)| *c == draft.category.code)
+            .and_then(|(_, u)| u.clone())
+    });
+    let submitted_at = draft.submitted_at.unwrap_or(received_at);
+    let report = Report {
+        id: id.clone(),
+        tracking_code: tracking_code.clone(),
+        channel: ChannelRef {
+            name: s.channel.clone(),
+            kind: s.kind.clone(),
+        },
+        external_id: draft.external_id.clone(),
+        received_at: rfc3339(received_at),
+        submitted_at: rfc3339(submitted_at),
+        reporter: Some(draft.reporter.clone()).filter(|r| *r != Default::default()),
+        title: draft.title.clone(),
+        description: draft.description.clone(),
+        quoted: draft.quoted.clone(),
+        language: draft.language.clone(),
+        category: draft.category.clone(),
+        unit: unit.clone(),
+        location: draft.location.clone(),
+        media: draft.media.clone(),
+        omitted_media: draft.omitted_media.clone(),
+        duplicate_of: duplicate_of.clone(),
+        related: Vec::new(),
+        follow_up_of: None,
+    };
+    let event_type = if duplicate_of.is_some() {
+        EventType::Duplicate
+    } else {
+        EventType::Created
+    };
+    let event = Event {
+        schema: SCHEMA.to_string(),
+        event: event_type,
+        event_id: format!("{id}.{}", event_type.suffix()),
+        report,
+    };
+    let event_json =
+        serde_json::to_string(&event).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO reports (id, tracking_code, inbox_id, channel, kind, external_id, received_at, received_ms,
+            submitted_at, reporter_id, title, description, quoted, full_text, language, category, unit,
+            text_key, duplicate_of, event_json)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+    )?
+    .execute(params![
+        id,
+        tracking_code,
+        inbox_id,
+        s.channel,
+        s.kind,
+        draft.external_id,
+        event.report.received_at,
+        received_ms,
+        event.report.submitted_at,
+        reporter_id,
+        draft.title,
+        draft.description,
+        draft.quoted,
+        draft.full_text,
+        draft.language,
+        draft.category.code,
+        unit,
+        text_key,
+        duplicate_of.as_ref().map(|d| d.id.clone()),
+        event_json
+    ])?;
+    conn.prepare_cached("UPDATE inbox SET report_id = ?2 WHERE id = ?1")?
+        .execute(params![inbox_id, id])?;
+
+    let report_ref = ReportRef {
+        id: id.clone(),
+        tracking_code,
+    };
+    match duplicate_of {
+        // Same reporter, same text: recorded and linked, not forwarded as a new report.
+        Some(of) => Ok(Outcome::Duplicate {
+            report: report_ref,
+            of,
+        }),
+        None => {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO outbox (event_id, event_type, report_id, sink, payload, next_attempt_ms, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (sink, _) in &settings.sinks {
+                insert.execute(params![
+                    event.event_id,
+                    event_type.as_str(),
+                    id,
+                    sink,
+                    event_json,
+                    now.timestamp_millis(),
+                    stamp
+                ])?;
+            }
+            Ok(Outcome::Created { report: report_ref })
+        }
+    }
+}
+
+fn deliveries(
+    conn: &Connection,
+    list: &[(i64, Delivery)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    for (id, d) in list {
+        match d {
+            Delivery::Delivered => conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'delivered', attempts = attempts + 1, delivered_at = ?2, last_error = NULL
+                     WHERE id = ?1",
+                )?
+                .execute(params![id, stamp])?,
+            Delivery::Retry { error, next_attempt_ms } => conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'retrying', attempts = attempts + 1, next_attempt_ms = ?2, last_error = ?3
+                     WHERE id = ?1 AND state != 'delivered'",
+                )?
+                .execute(params![id, next_attempt_ms, error])?,
+            Delivery::Dead { error } => conn
+                .prepare_cached(
+                    "UPDATE outbox SET state = 'dead', attempts = attempts + 1, last_error = ?2
+                     WHERE id = ?1 AND state != 'delivered'",
+                )?
+                .execute(params![id, error])?,
+        };
+    }
+    Ok(())
+}
+
+fn requeue(
+    conn: &Connection,
+    ids: Option<&[i64]>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, StoreError> {
+    let now_ms = now.timestamp_millis();
+    match ids {
+        None => Ok(conn.execute(
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?1
+             WHERE state IN ('dead', 'retrying')",
+            [now_ms],
+        )?),
+        Some(ids) => {
+            let mut n = 0;
+            for id in ids {
+                n += conn.execute(
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2
+                     WHERE id = ?1 AND state IN ('dead', 'retrying', 'pending')",
+                    params![id, now_ms],
+                )?;
+            }
+            Ok(n)
+        }
+    }
+}
