@@ -155,21 +155,32 @@ pub fn check(path: &Path) -> LoadReport {
 }
 
 fn absolute(path: &Path) -> PathBuf {
-    if path.is_absolute() {
-        path.to_path_buf()
-    } else {
-        std::env::current_dir()
-            .map(|d| d.join(path))
-            .unwrap_or_else(|_| path.to_path_buf())
-    }
+    let cwd = std::env::current_dir().unwrap_or_default();
+    resolve(&cwd, path)
 }
 
+/// Joins a relative path onto the file's folder and removes `.`/`..` lexically, so messages show
+/// `/etc/phananh/channels/mail.toml`, not `/etc/phananh/config/../channels/mail.toml`.
 fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
+    use std::path::Component;
+    let joined = if p.is_absolute() {
         p.to_path_buf()
     } else {
         base.join(p)
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
     }
+    out
 }
 
 /// Reads and parses a file, refusing inline secrets, then deserialises into `T`.

@@ -23,7 +23,7 @@ fn a_minimal_config_loads_with_defaults_and_resolved_paths() {
     let mail = &c.channels["mail"];
     assert_eq!(mail.kind(), ChannelKind::Maildir);
     let ChannelSettings::Maildir(m) = &mail.settings;
-    assert_eq!(m.path, dir.path().join("channels/../Maildir"));
+    assert_eq!(m.path, dir.path().join("Maildir"));
     assert_eq!(m.after_ingest, AfterIngest::Seen);
     assert_eq!(
         c.daemon.sinks["spool"].dir,

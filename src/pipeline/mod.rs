@@ -10,7 +10,7 @@ use chrono::{DateTime, FixedOffset};
 
 /// A report as a channel's parser produced it, before the store gives it an id, a tracking code
 /// and a place among earlier reports.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Draft {
     pub external_id: String,
     pub submitted_at: Option<DateTime<FixedOffset>>,

@@ -14,8 +14,12 @@ pub struct PhotoPlace {
 /// GPS position and capture time of a JPEG/HEIF/PNG/WebP, if it carries them. A photo without EXIF
 /// or with a nonsense position (0,0 is a phone that had no fix) gives None: not an error.
 pub fn photo_place(bytes: &[u8], tz: chrono_tz::Tz) -> Option<PhotoPlace> {
+    // Phones and editors write slightly broken EXIF (a bad next-IFD pointer is common); what could
+    // be read is still a good position.
     let exif = Reader::new()
+        .continue_on_error(true)
         .read_from_container(&mut std::io::Cursor::new(bytes))
+        .or_else(|e| e.distill_partial_result(|_| {}))
         .ok()?;
     let coord = |value: Tag, reference: Tag, negative: &str| -> Option<f64> {
         let field = exif.get_field(value, In::PRIMARY)?;

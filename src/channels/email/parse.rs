@@ -120,14 +120,45 @@ fn plausible(t: &DateTime<FixedOffset>) -> bool {
     t.timestamp() > 946_684_800 && *t <= now + chrono::Duration::days(1)
 }
 
-/// All text bodies joined: Apple Mail splits a body around inline images.
+/// All text bodies joined (Apple Mail splits a body around inline images). HTML-only mail is
+/// converted here rather than by mail-parser's fallback, which glues table cells together
+/// ("Điện thoại+84 914…") and so hides phone numbers and field labels.
 fn body_text(msg: &mail_parser::Message<'_>) -> String {
-    let count = msg.text_body_count().max(msg.html_body_count().min(1));
-    let parts: Vec<String> = (0..count)
-        .filter_map(|i| msg.body_text(i).map(|t| t.into_owned()))
-        .filter(|t| !t.trim().is_empty())
+    // In mail-parser's model an HTML-only message lists its HTML part as the text body.
+    let parts: Vec<String> = (0..msg.text_body_count())
+        .filter_map(|i| msg.text_part(i as u32))
+        .filter_map(|p| {
+            let text = p.text_contents()?;
+            Some(if p.is_text_html() {
+                html_to_text(text)
+            } else {
+                text.to_string()
+            })
+        })
         .collect();
-    parts.join("\n\n")
+    parts
+        .into_iter()
+        .filter(|t| !t.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+/// HTML to text: cell and row ends become separators before mail-parser's converter (which
+/// handles entities, scripts and styles) runs.
+fn html_to_text(html: &str) -> String {
+    static CELL: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"(?i)</t[dh]\s*>").expect("valid regex"));
+    static ROW: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)</(tr|li|h[1-6]|table|dd|dt)\s*>|<li[\s>]").expect("valid regex")
+    });
+    let html = CELL.replace_all(html, "$0: ");
+    let html = ROW.replace_all(&html, "<br>$0");
+    let text = mail_parser::decoders::html::html_to_text(&html);
+    // A cell separator left at a line's end or doubled reads as noise.
+    text.lines()
+        .map(|l| l.trim().trim_end_matches(':').trim().replace(":  :", ":"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn first_line(body: &str) -> String {

@@ -1,0 +1,188 @@
+//! A throwaway installation: config, channels folder, Maildir and state under one temp dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_phananh");
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/email")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    fixtures().join(name)
+}
+
+/// Every .eml fixture, sorted.
+pub fn all_fixtures() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    v.sort();
+    v
+}
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub port: u16,
+}
+
+impl Env {
+    /// A config with one maildir channel `mail` and the default spool sink; `extra` is appended to
+    /// phananh.toml, `channel_extra` to channels/mail.toml.
+    pub fn new(extra: &str, channel_extra: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("phananh.toml");
+        std::fs::write(
+            &config,
+            format!("state_dir = \"state\"\nlisten = \"127.0.0.1:{port}\"\n{extra}\n"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("channels")).unwrap();
+        std::fs::write(
+            dir.path().join("channels/mail.toml"),
+            format!("kind = \"maildir\"\npath = \"../Maildir\"\nscan_interval = \"1s\"\n{channel_extra}\n"),
+        )
+        .unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(dir.path().join("Maildir").join(sub)).unwrap();
+        }
+        Env { dir, config, port }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn maildir(&self) -> PathBuf {
+        self.path("Maildir")
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.path("state/spool")
+    }
+
+    /// Runs a CLI verb against this installation.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env_remove("PHANANH_CONFIG")
+            .output()
+            .unwrap()
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "phananh {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Starts `phananh run`; stderr goes to a file under the temp dir (see `log`).
+    pub fn start(&self) -> Child {
+        let log = std::fs::File::create(self.path("daemon.log")).unwrap();
+        Command::new(BIN)
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("PHANANH_LOG", "phananh=debug,info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("daemon.log")).unwrap_or_default()
+    }
+
+    /// Delivers a message the way an MTA does: write to tmp/, rename into new/.
+    pub fn deliver(&self, name: &str, bytes: &[u8]) {
+        let tmp = self.maildir().join("tmp").join(name);
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, self.maildir().join("new").join(name)).unwrap();
+    }
+
+    pub fn count(&self, dir: &Path, ext: &str) -> usize {
+        std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(ext))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn spool_events(&self) -> Vec<serde_json::Value> {
+        let mut v = Vec::new();
+        if let Ok(d) = std::fs::read_dir(self.spool()) {
+            for e in d.filter_map(|e| e.ok()) {
+                if e.file_name().to_string_lossy().ends_with(".json") {
+                    let text = std::fs::read_to_string(e.path()).unwrap();
+                    v.push(serde_json::from_str(&text).unwrap());
+                }
+            }
+        }
+        v
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.path("state/phananh.db")).unwrap()
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls until `f` is true or the deadline passes; returns whether it became true.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + timeout;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    f()
+}
+
+pub fn signal(child: &Child, sig: i32) {
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+/// A realistic report mail, unique by `n` (Message-ID, sender and text).
+pub fn message(n: usize) -> Vec<u8> {
+    format!(
+        "From: =?UTF-8?B?{name}?= <citizen{n}@example.com>\r\n\
+         To: dttm@hue.example.vn\r\n\
+         Subject: =?UTF-8?Q?=C4=90=C3=A8n_=C4=91=C6=B0=E1=BB=9Dng_h=E1=BB=8Fng_s=E1=BB=91_{n}?=\r\n\
+         Date: Fri, 27 Nov 2026 08:00:00 +0700\r\n\
+         Message-ID: <report-{n}@mail.example.com>\r\n\
+         MIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\
+         \r\n\
+         Đèn đường trên đường Lê Lợi, đoạn trước số {n}, bị hỏng nhiều ngày nay.\r\n\
+         Buổi tối rất tối, người đi đường dễ bị tai nạn. Đề nghị sửa sớm.\r\n",
+        name = "VHLhuqduIFbEg24gQW4=",
+    )
+    .into_bytes()
+}
