@@ -131,6 +131,28 @@ fn mask_name(name: &str) -> String {
         .join(" ")
 }
 
+impl Report {
+    /// Removes the reporter's identity from the free text too (name, address, any phone number),
+    /// for sinks with `contact = "masked"` or `"none"`: citizens sign their mails and write their
+    /// numbers into the report itself.
+    pub fn redact_text(&mut self) {
+        let reporter = self.reporter.clone().unwrap_or_default();
+        let redact = |text: &str| -> String {
+            let mut t = crate::pipeline::phone::redact_phones(text);
+            if let Some(e) = reporter.email.as_deref().filter(|e| !e.is_empty()) {
+                t = t.replace(e, &crate::pipeline::phone::mask_email(e));
+            }
+            if let Some(n) = reporter.name.as_deref().filter(|n| n.chars().count() > 2) {
+                t = t.replace(n, &mask_name(n));
+            }
+            t
+        };
+        self.title = redact(&self.title);
+        self.description = redact(&self.description);
+        self.quoted = self.quoted.as_deref().map(redact);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum CategorySource {

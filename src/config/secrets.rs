@@ -29,6 +29,7 @@ fn is_secret_key(key: &str) -> bool {
 pub fn refuse_inline(path: &Path, text: &str, table: &toml::Table) -> Vec<ConfigError> {
     let mut errors = Vec::new();
     walk(path, text, table, &mut errors);
+    errors.sort_by_key(|e| e.position);
     errors
 }
 

@@ -226,7 +226,8 @@ impl Forwarder {
 }
 
 /// The payload as this sink may see it: the stored event has the full reporter; a masked sink gets
-/// masked values, a `none` sink gets no reporter at all. Full sinks get the stored bytes unchanged.
+/// masked values, a `none` sink gets no reporter at all, and both get the reporter's name, address
+/// and phone numbers masked in the text. Full sinks get the stored bytes unchanged.
 fn shape_payload(payload: &str, contact: ContactPolicy) -> String {
     if contact == ContactPolicy::Full {
         return payload.to_string();
@@ -234,6 +235,7 @@ fn shape_payload(payload: &str, contact: ContactPolicy) -> String {
     let Ok(mut event) = serde_json::from_str::<crate::report::Event>(payload) else {
         return payload.to_string();
     };
+    event.report.redact_text();
     event.report.reporter = match contact {
         ContactPolicy::Masked => event.report.reporter.map(|r| r.masked()),
         _ => None,

@@ -151,7 +151,18 @@ struct Group {
 /// Finds every phone number in free text, as E.164, deduplicated, in order of
 /// first appearance.
 pub fn find_phones(text: &str) -> Vec<String> {
-    let mut found: Vec<String> = Vec::new();
+    let mut unique: Vec<String> = Vec::new();
+    for (_, e164) in find_phone_spans(text) {
+        if !unique.contains(&e164) {
+            unique.push(e164);
+        }
+    }
+    unique
+}
+
+/// Every phone number in free text with its byte range, in order (repeats included).
+pub fn find_phone_spans(text: &str) -> Vec<(std::ops::Range<usize>, String)> {
+    let mut found = Vec::new();
     for m in RUN_RE.find_iter(text) {
         let glued_left = text[..m.start()]
             .chars()
@@ -220,7 +231,7 @@ fn scan_run(
     groups: &[Group],
     glued_left: bool,
     glued_right: bool,
-    found: &mut Vec<String>,
+    found: &mut Vec<(std::ops::Range<usize>, String)>,
 ) {
     let mut i = 0;
     while i < groups.len() {
@@ -266,9 +277,7 @@ fn scan_run(
         }
         match hit {
             Some((j, e164)) => {
-                if !found.contains(&e164) {
-                    found.push(e164);
-                }
+                found.push((groups[i].start..groups[j].end, e164));
                 i = j + 1;
             }
             None => i += 1,
@@ -304,6 +313,20 @@ fn candidate_to_e164(candidate: &str) -> Option<String> {
         return None;
     }
     normalize_phone(candidate)
+}
+
+/// The text with every phone number in it replaced by its mask, for sinks that may not receive
+/// personal data: a citizen often writes their number into the report itself.
+pub fn redact_phones(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for (range, e164) in find_phone_spans(text) {
+        out.push_str(&text[last..range.start]);
+        out.push_str(&mask_phone(&e164));
+        last = range.end;
+    }
+    out.push_str(&text[last..]);
+    out
 }
 
 /// Masks a phone number for logs, keeping just enough to tell numbers apart.
@@ -343,6 +366,15 @@ pub fn mask_email(addr: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn phone_numbers_in_text_are_redacted_in_place() {
+        let t = "SĐT liên hệ: 0905 123 456, hoặc 090.512.3457. Ngày 27/11/2026.";
+        assert_eq!(
+            super::redact_phones(t),
+            "SĐT liên hệ: 09******56, hoặc 09******57. Ngày 27/11/2026."
+        );
+    }
+
     use super::*;
 
     fn norm(s: &str) -> Option<String> {

@@ -2,11 +2,11 @@
 //! Black-box where a user would be: the real `phananh` binary, real files, real signals.
 
 // mod backpressure;
-// mod cli;
+mod cli;
 mod common;
 // mod crash;
 // mod daemon;
 mod golden;
 // mod hostile;
-// mod outbox;
+mod outbox;
 // mod schema;
