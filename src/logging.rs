@@ -1,6 +1,7 @@
 //! Logs go to stderr only; journald adds its own timestamps, so we drop ours under systemd.
 //! Level from `PHANANH_LOG` (or `RUST_LOG`), e.g. `PHANANH_LOG=phananh=debug`.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(default_level: &str) {
@@ -11,9 +12,10 @@ pub fn init(default_level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.without_time().with_ansi(false).init();
+        builder.without_time().init();
     } else {
         builder.init();
     }

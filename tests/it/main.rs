@@ -5,8 +5,8 @@
 mod cli;
 mod common;
 // mod crash;
-// mod daemon;
+mod daemon;
 mod golden;
-// mod hostile;
+mod hostile;
 mod outbox;
 // mod schema;

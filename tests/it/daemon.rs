@@ -1,0 +1,234 @@
+//! `phananh run` as systemd would run it: Maildir in, spool out, signals, reloads, health.
+
+use super::common::{Env, fixture, message, signal, wait_for};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    Some(out)
+}
+
+fn stop(env: &Env, mut child: std::process::Child) {
+    signal(&child, libc::SIGTERM);
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM:\n{}",
+            env.log()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0), "{}", env.log());
+}
+
+/// Names, addresses and numbers from the fixtures used below: none may reach the log.
+const PERSONAL: &[&str] = &[
+    "Nguyễn Văn An",
+    "an.nguyen@example.com",
+    "0905 123 456",
+    "+84905123456",
+    "Hoàng Minh Tuấn",
+    "tuan.hoang@example.vn",
+    "914 222 333",
+    "citizen7@example.com",
+];
+
+#[test]
+fn mail_delivered_to_the_maildir_is_stored_forwarded_and_moved_to_cur() {
+    let env = Env::new("", "");
+    // One message waiting before start, the rest delivered while running.
+    env.deliver(
+        "1700000000.M1P1.mx",
+        &std::fs::read(fixture("01-utf8-nfc.eml")).unwrap(),
+    );
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || http_get(env.port, "/healthz")
+            .is_some_and(|r| r.contains("200 OK"))),
+        "{}",
+        env.log()
+    );
+    env.deliver(
+        "1700000001.M2P1.mx",
+        &std::fs::read(fixture("04-html-only.eml")).unwrap(),
+    );
+    env.deliver("1700000002.M3P1.mx:2,F", &message(7));
+    env.deliver(
+        "1700000003.M4P1.mx",
+        &std::fs::read(fixture("12-malformed-mime.eml")).unwrap(),
+    );
+    let done = wait_for(Duration::from_secs(20), || {
+        env.spool_events().len() == 3 && env.count(&env.maildir().join("new"), "") == 0
+    });
+    assert!(
+        done,
+        "spool {} new {}\n{}",
+        env.spool_events().len(),
+        env.count(&env.maildir().join("new"), ""),
+        env.log()
+    );
+    let cur: Vec<String> = std::fs::read_dir(env.maildir().join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cur.len(), 4, "{cur:?}");
+    assert!(
+        cur.contains(&"1700000002.M3P1.mx:2,FS".to_string()),
+        "{cur:?}"
+    );
+    assert!(
+        cur.iter().all(|n| n.contains(":2,") && n.contains('S')),
+        "{cur:?}"
+    );
+    let health = http_get(env.port, "/healthz").unwrap();
+    assert!(health.contains("\"status\":\"ok\""), "{health}");
+    stop(&env, child);
+
+    let log = env.log();
+    assert!(log.contains("Message quarantined"), "{log}");
+    assert!(
+        log.contains("Stored report."),
+        "debug logging was on: {log}"
+    );
+    for p in PERSONAL {
+        assert!(!log.contains(p), "personal data {p:?} in the log:\n{log}");
+    }
+}
+
+#[test]
+fn move_after_ingest_files_messages_into_the_named_folder() {
+    let env = Env::new("", "after_ingest = \"move:.Processed\"");
+    env.deliver("1700000000.M1P1.mx", &message(1));
+    let child = env.start();
+    let moved = env.maildir().join(".Processed/cur/1700000000.M1P1.mx:2,S");
+    assert!(
+        wait_for(Duration::from_secs(20), || moved.exists()),
+        "{}",
+        env.log()
+    );
+    stop(&env, child);
+}
+
+#[test]
+fn sighup_applies_channel_changes_and_a_bad_file_keeps_the_running_config() {
+    let env = Env::new("", "");
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .log()
+            .contains("phananh is running")),
+        "{}",
+        env.log()
+    );
+
+    // Added channel.
+    std::fs::write(
+        env.path("channels/second.toml"),
+        "kind = \"maildir\"\npath = \"../Second\"\nscan_interval = \"1s\"\n",
+    )
+    .unwrap();
+    signal(&child, libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || env.log().contains("added=1")),
+        "{}",
+        env.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || env.path("Second/new").is_dir()),
+        "{}",
+        env.log()
+    );
+    std::fs::write(env.path("Second/tmp/m1"), message(1)).unwrap();
+    std::fs::rename(env.path("Second/tmp/m1"), env.path("Second/new/m1")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+
+    // A broken file: refused, and both channels keep working.
+    std::fs::write(
+        env.path("channels/third.toml"),
+        "kind = \"maildir\"\npaht = \"x\"\n",
+    )
+    .unwrap();
+    signal(&child, libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .log()
+            .contains("Reload refused")),
+        "{}",
+        env.log()
+    );
+    assert!(
+        env.log().contains("third.toml:2:1: unknown field `paht`"),
+        "{}",
+        env.log()
+    );
+    env.deliver("m2", &message(2));
+    std::fs::write(env.path("Second/tmp/m3"), message(3)).unwrap();
+    std::fs::rename(env.path("Second/tmp/m3"), env.path("Second/new/m3")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || env.spool_events().len() == 3),
+        "{}",
+        env.log()
+    );
+
+    // Removed channel: its Maildir is no longer read.
+    std::fs::remove_file(env.path("channels/third.toml")).unwrap();
+    std::fs::remove_file(env.path("channels/second.toml")).unwrap();
+    signal(&child, libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || env.log().contains("removed=1")),
+        "{}",
+        env.log()
+    );
+    std::fs::write(env.path("Second/tmp/m4"), message(4)).unwrap();
+    std::fs::rename(env.path("Second/tmp/m4"), env.path("Second/new/m4")).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(env.path("Second/new/m4").exists());
+    stop(&env, child);
+}
+
+#[test]
+fn hostile_mail_does_not_stop_the_daemon() {
+    let env = Env::new("", "");
+    let child = env.start();
+    env.deliver("a", b"\x00\x01\x02 not mail at all \xff\xfe");
+    env.deliver("b", &super::hostile::many_parts(5_000));
+    env.deliver("c", &super::hostile::deep_nesting(200));
+    env.deliver("d", &message(9));
+    let done = wait_for(Duration::from_secs(60), || {
+        env.count(&env.maildir().join("new"), "") == 0 && !env.spool_events().is_empty()
+    });
+    assert!(done, "{}", env.log());
+    assert!(http_get(env.port, "/healthz").is_some_and(|r| r.contains("200 OK")));
+    let quarantined: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM inbox WHERE status = 'quarantined'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let stored: i64 = env
+        .db()
+        .query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, 4, "{}", env.log());
+    assert!(quarantined >= 1, "{}", env.log());
+    stop(&env, child);
+}
