@@ -1,10 +1,10 @@
 //! The one integration-test binary (links once: these machines have 2 cores).
 //! Black-box where a user would be: the real `phananh` binary, real files, real signals.
 
-// mod backpressure;
+mod backpressure;
 mod cli;
 mod common;
-// mod crash;
+mod crash;
 mod daemon;
 mod golden;
 mod hostile;
