@@ -102,3 +102,50 @@ fn the_shipped_configs_are_valid() {
         report.files[0].errors
     );
 }
+
+/// The annotated production file states the true defaults, and the README documents every key
+/// in it and in the channel example, so the reference cannot drift from the code.
+#[test]
+fn the_reference_files_and_readme_match_the_code() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let annotated = fs::read_to_string(root.join("config/phananh.toml")).unwrap();
+    let from_file: DaemonConfig = toml::from_str(&annotated).unwrap();
+    let defaults: DaemonConfig = toml::from_str("").unwrap();
+    let same_but_paths = DaemonConfig {
+        channels_dir: defaults.channels_dir.clone(),
+        ..from_file.clone()
+    };
+    let defaults_with_categories = DaemonConfig {
+        categories: from_file.categories.clone(),
+        ..defaults
+    };
+    assert_eq!(same_but_paths, defaults_with_categories, "config/phananh.toml must show the defaults");
+
+    let readme = fs::read_to_string(root.join("README.md")).unwrap();
+    let mut keys = Vec::new();
+    fn collect(t: &toml::Table, out: &mut Vec<String>) {
+        for (k, v) in t {
+            out.push(k.clone());
+            match v {
+                toml::Value::Table(t) => collect(t, out),
+                toml::Value::Array(a) => a.iter().filter_map(|v| v.as_table()).for_each(|t| collect(t, out)),
+                _ => {}
+            }
+        }
+    }
+    collect(&annotated.parse::<toml::Table>().unwrap(), &mut keys);
+    let channel = fs::read_to_string(root.join("channels/mail.toml")).unwrap();
+    let uncommented: String = channel
+        .lines()
+        .map(|l| l.trim_start_matches("# "))
+        .filter(|l| l.contains(" = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    collect(&uncommented.parse::<toml::Table>().unwrap(), &mut keys);
+    let undocumented: Vec<&String> = keys
+        .iter()
+        .filter(|k| *k != "spool")
+        .filter(|k| ![format!("`{k}`"), format!("[{k}]"), format!("[{k}."), format!("[[{k}]]")].iter().any(|f| readme.contains(f.as_str())))
+        .collect();
+    assert!(undocumented.is_empty(), "keys missing from the README reference: {undocumented:?}");
+}

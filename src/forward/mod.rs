@@ -30,9 +30,11 @@ pub enum Sink {
 impl Sink {
     pub fn from_config(cfg: &SinkConfig) -> Sink {
         match cfg.kind {
-            SinkKind::Spool => Sink::Spool(SpoolSink::new(
-                cfg.dir.clone().expect("validated: spool sinks have a dir"),
-            )),
+            SinkKind::Spool => {
+                let sink = SpoolSink::new(cfg.dir.clone().expect("validated: spool sinks have a dir"));
+                sink.clean_leftovers();
+                Sink::Spool(sink)
+            }
         }
     }
 

@@ -17,6 +17,16 @@ impl SpoolSink {
         Self { dir }
     }
 
+    /// Removes temp files a killed process left behind: their events are still undelivered in
+    /// the outbox and will be written again.
+    pub fn clean_leftovers(&self) {
+        if let Ok(entries) = std::fs::read_dir(self.dir.join(".tmp")) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// Writes a batch of (event_id, json); one folder fsync covers all the renames.
     pub fn write_batch(&self, events: &[(String, String)]) -> Vec<Result<(), SinkError>> {
         let tmp_dir = self.dir.join(".tmp");
