@@ -119,7 +119,10 @@ fn the_reference_files_and_readme_match_the_code() {
         categories: from_file.categories.clone(),
         ..defaults
     };
-    assert_eq!(same_but_paths, defaults_with_categories, "config/phananh.toml must show the defaults");
+    assert_eq!(
+        same_but_paths, defaults_with_categories,
+        "config/phananh.toml must show the defaults"
+    );
 
     let readme = fs::read_to_string(root.join("README.md")).unwrap();
     let mut keys = Vec::new();
@@ -128,7 +131,10 @@ fn the_reference_files_and_readme_match_the_code() {
             out.push(k.clone());
             match v {
                 toml::Value::Table(t) => collect(t, out),
-                toml::Value::Array(a) => a.iter().filter_map(|v| v.as_table()).for_each(|t| collect(t, out)),
+                toml::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_table())
+                    .for_each(|t| collect(t, out)),
                 _ => {}
             }
         }
@@ -145,7 +151,19 @@ fn the_reference_files_and_readme_match_the_code() {
     let undocumented: Vec<&String> = keys
         .iter()
         .filter(|k| *k != "spool")
-        .filter(|k| ![format!("`{k}`"), format!("[{k}]"), format!("[{k}."), format!("[[{k}]]")].iter().any(|f| readme.contains(f.as_str())))
+        .filter(|k| {
+            ![
+                format!("`{k}`"),
+                format!("[{k}]"),
+                format!("[{k}."),
+                format!("[[{k}]]"),
+            ]
+            .iter()
+            .any(|f| readme.contains(f.as_str()))
+        })
         .collect();
-    assert!(undocumented.is_empty(), "keys missing from the README reference: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "keys missing from the README reference: {undocumented:?}"
+    );
 }

@@ -31,7 +31,8 @@ impl Sink {
     pub fn from_config(cfg: &SinkConfig) -> Sink {
         match cfg.kind {
             SinkKind::Spool => {
-                let sink = SpoolSink::new(cfg.dir.clone().expect("validated: spool sinks have a dir"));
+                let sink =
+                    SpoolSink::new(cfg.dir.clone().expect("validated: spool sinks have a dir"));
                 sink.clean_leftovers();
                 Sink::Spool(sink)
             }

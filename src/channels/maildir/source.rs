@@ -123,6 +123,8 @@ async fn scan(
     let mut names: Vec<String> = std::fs::read_dir(&new_dir)
         .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", new_dir.display()))?
         .filter_map(|e| e.ok())
+        // A folder or socket in new/ is not mail; listing it would fail every scan.
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| !n.starts_with('.'))
         .collect();
@@ -274,7 +276,58 @@ fn seen_name(file: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::seen_name;
+    use super::*;
+
+    async fn job(dir: &Path, file: &str) -> (Job, crate::store::Store) {
+        std::fs::write(dir.join("phananh.toml"), "state_dir = \"state\"\n").unwrap();
+        std::fs::create_dir_all(dir.join("channels")).unwrap();
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(dir.join("Maildir").join(sub)).unwrap();
+        }
+        let config = crate::config::load(&dir.join("phananh.toml")).unwrap();
+        let store =
+            crate::store::Store::open(crate::store::StoreSettings::from_config(&config)).unwrap();
+        let intake = Arc::new(Intake::new(&config, store.clone()));
+        let job = Job {
+            channel: "mail".into(),
+            root: dir.join("Maildir"),
+            after: AfterIngest::Seen,
+            file: file.into(),
+            rules: ParseRules {
+                email: intake.email_defaults().clone(),
+            },
+            intake,
+            budget: Arc::new(Semaphore::new(MEMORY_BUDGET >> 10)),
+        };
+        (job, store)
+    }
+
+    #[tokio::test]
+    async fn a_message_that_vanishes_before_it_is_read_is_skipped_quietly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, store) = job(dir.path(), "1700.M1.gone").await;
+        assert!(matches!(job.run().await, Done::Vanished));
+        let n: i64 = store
+            .reader()
+            .unwrap()
+            .query_row("SELECT count(*) FROM inbox", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_stored_message_moves_to_cur_with_the_seen_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, _store) = job(dir.path(), "1700.M2.here").await;
+        std::fs::write(
+            dir.path().join("Maildir/new/1700.M2.here"),
+            b"From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n",
+        )
+        .unwrap();
+        assert!(matches!(job.run().await, Done::Stored(_)));
+        assert!(dir.path().join("Maildir/cur/1700.M2.here:2,S").exists());
+        assert!(!dir.path().join("Maildir/new/1700.M2.here").exists());
+    }
 
     #[test]
     fn seen_flag_is_added_in_order() {
