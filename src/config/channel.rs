@@ -112,6 +112,19 @@ pub struct MaildirConfig {
     pub max_attachments: Option<usize>,
 }
 
+impl MaildirConfig {
+    /// The daemon-wide e-mail limits with this channel's overrides applied.
+    pub fn limits(&self, defaults: &super::EmailConfig) -> super::EmailConfig {
+        super::EmailConfig {
+            max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
+            max_attachment_size: self
+                .max_attachment_size
+                .unwrap_or(defaults.max_attachment_size),
+            max_attachments: self.max_attachments.unwrap_or(defaults.max_attachments),
+        }
+    }
+}
+
 fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     units::size(d).map(Some)
 }

@@ -44,21 +44,9 @@ impl Config {
 
     /// The email limits for one channel: the daemon's defaults with the channel's overrides.
     pub fn email_limits(&self, channel: &ChannelConfig) -> EmailConfig {
-        let mut limits = self.daemon.email.clone();
         match &channel.settings {
-            ChannelSettings::Maildir(m) => {
-                if let Some(v) = m.max_message_size {
-                    limits.max_message_size = v;
-                }
-                if let Some(v) = m.max_attachment_size {
-                    limits.max_attachment_size = v;
-                }
-                if let Some(v) = m.max_attachments {
-                    limits.max_attachments = v;
-                }
-            }
+            ChannelSettings::Maildir(m) => m.limits(&self.daemon.email),
         }
-        limits
     }
 
     pub fn category(&self, code: &str) -> Option<&CategoryConfig> {

@@ -58,7 +58,7 @@ pub async fn run(
     tracing::info!(channel = %name, scan_interval = ?cfg.scan_interval, "Maildir channel started.");
 
     let rules = ParseRules {
-        email: intake_limits(cfg, &intake),
+        email: cfg.limits(intake.email_defaults()),
     };
     let budget = Arc::new(Semaphore::new(MEMORY_BUDGET >> 10));
     loop {
@@ -95,20 +95,6 @@ pub async fn run(
             _ = tokio::time::sleep(cfg.scan_interval) => {}
         }
     }
-}
-
-fn intake_limits(cfg: &MaildirConfig, intake: &Intake) -> crate::config::EmailConfig {
-    let mut limits = intake.email_defaults().clone();
-    if let Some(v) = cfg.max_message_size {
-        limits.max_message_size = v;
-    }
-    if let Some(v) = cfg.max_attachment_size {
-        limits.max_attachment_size = v;
-    }
-    if let Some(v) = cfg.max_attachments {
-        limits.max_attachments = v;
-    }
-    limits
 }
 
 async fn scan(
