@@ -70,7 +70,8 @@ fn check(path: &Path) -> bool {
         println!("{files} files, no errors.");
         true
     } else {
-        println!("{files} files, {errors} errors.");
+        let noun = if errors == 1 { "error" } else { "errors" };
+        println!("{files} files, {errors} {noun}.");
         false
     }
 }

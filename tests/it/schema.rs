@@ -19,7 +19,10 @@ fn validator() -> jsonschema::Validator {
 /// One "instance path: message" line per violation; empty when the event is valid.
 fn violations(v: &jsonschema::Validator, event: &Value) -> Vec<String> {
     v.iter_errors(event)
-        .map(|e| format!("{}: {e}", e.instance_path))
+        .map(|e| match e.instance_path.to_string() {
+            root if root.is_empty() => format!("/: {e}"),
+            at => format!("{at}: {e}"),
+        })
         .collect()
 }
 
@@ -33,7 +36,12 @@ fn phananh(config: &Path, args: &[&str]) -> String {
         .output()
         .unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    assert!(out.status.success(), "phananh {args:?}: {}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "phananh {args:?}: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     text(&out.stdout)
 }
 
@@ -126,7 +134,10 @@ fn real_events_match_the_schema() {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|x| x == "json") {
                 let text = std::fs::read_to_string(&path).unwrap();
-                events.push((format!("{sink}/{}", path.file_name().unwrap().display()), serde_json::from_str(&text).unwrap()));
+                events.push((
+                    format!("{sink}/{}", path.file_name().unwrap().display()),
+                    serde_json::from_str(&text).unwrap(),
+                ));
                 n += 1;
             }
         }
@@ -138,9 +149,18 @@ fn real_events_match_the_schema() {
     let v = validator();
     let failures: Vec<String> = events
         .iter()
-        .flat_map(|(at, e)| violations(&v, e).into_iter().map(move |m| format!("{at} {m}")))
+        .flat_map(|(at, e)| {
+            violations(&v, e)
+                .into_iter()
+                .map(move |m| format!("{at} {m}"))
+        })
         .collect();
-    assert!(failures.is_empty(), "{} violations of docs/report.schema.json:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} violations of docs/report.schema.json:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // Fixture 11b repeats 11a: the duplicate branch (duplicate_of set) must have been validated too.
     assert!(
@@ -154,8 +174,14 @@ fn real_events_match_the_schema() {
 fn the_schema_rejects_drift() {
     let tmp = tempfile::tempdir().unwrap();
     let config = install(tmp.path());
-    let one = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/email/01-utf8-nfc.eml");
-    phananh(&config, &["ingest", "--no-forward", "--channel", "mail", one]);
+    let one = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/email/01-utf8-nfc.eml"
+    );
+    phananh(
+        &config,
+        &["ingest", "--no-forward", "--channel", "mail", one],
+    );
     let event = export(&config).remove(0);
     let v = validator();
     // Without this the rejections below could pass for the wrong reason.
