@@ -183,6 +183,20 @@ fn is_signature_start(line: &str) -> bool {
     is_sig_delimiter(line) || is_mobile_sig(line)
 }
 
+/// What the sender wrote themself: the text before the first forwarded-message block. Contact
+/// details found after it belong to someone else (the person whose message was forwarded).
+pub fn own_text(text: &str) -> &str {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut offset = 0;
+    for (i, line) in lines.iter().enumerate() {
+        if is_forward_marker(&lines, i) {
+            return &text[..offset];
+        }
+        offset += line.len() + 1;
+    }
+    text
+}
+
 fn is_forward_marker(lines: &[&str], i: usize) -> bool {
     let t = lines[i].trim();
     if FORWARD_RE.is_match(t) {
@@ -390,6 +404,16 @@ pub fn guess_language(s: &str) -> &'static str {
         "en"
     } else {
         "und"
+    }
+}
+
+#[cfg(test)]
+mod own_text_tests {
+    #[test]
+    fn a_forwarded_block_is_not_the_senders_own_text() {
+        let t = "Nhờ xem giúp.\n\n---------- Forwarded message ---------\nFrom: A <a@b.c>\n\nSĐT 0905 123 456";
+        assert_eq!(super::own_text(t).trim(), "Nhờ xem giúp.");
+        assert_eq!(super::own_text("Không chuyển tiếp."), "Không chuyển tiếp.");
     }
 }
 

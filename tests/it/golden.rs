@@ -135,16 +135,27 @@ fn replies_keep_only_the_new_text_and_the_quote_separately() {
 }
 
 #[test]
-fn forwarded_content_stays_and_old_mobile_numbers_are_converted() {
+fn forwarded_content_stays_and_is_not_the_senders_contact() {
     let d = draft("07-forwarded.eml");
-    assert!(
-        d["description"]
-            .as_str()
-            .unwrap()
-            .contains("Forwarded message")
-    );
+    let desc = d["description"].as_str().unwrap();
+    assert!(desc.contains("Forwarded message"));
     assert!(!d["title"].as_str().unwrap().starts_with("Fwd"));
-    assert_eq!(d["reporter"]["phone"], "+84395678945");
+    // The old 11-digit number in the forwarded text is the father's, not the sender's.
+    assert!(desc.contains("0169 567 8945"), "{desc}");
+    assert!(d["reporter"].get("phone").is_none(), "{}", d["reporter"]);
+}
+
+#[test]
+fn old_eleven_digit_mobiles_are_converted() {
+    let raw = "From: A <a@example.com>\r\nSubject: x\r\n\r\nLiên hệ: 0169 567 8945\r\n";
+    let (draft, _) = normalize(
+        raw.as_bytes(),
+        &EmailConfig::default(),
+        chrono_tz::Asia::Ho_Chi_Minh,
+        "x",
+    )
+    .unwrap();
+    assert_eq!(draft.reporter.phone.as_deref(), Some("+84395678945"));
 }
 
 #[test]

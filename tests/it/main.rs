@@ -9,4 +9,4 @@ mod daemon;
 mod golden;
 mod hostile;
 mod outbox;
-// mod schema;
+mod schema;

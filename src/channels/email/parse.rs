@@ -74,7 +74,8 @@ pub fn normalize(
         title
     };
 
-    let phones = phone::find_phones(&format!("{title}\n{}", split.body));
+    // Only the sender's own words: a number in a forwarded message is the original writer's.
+    let phones = phone::find_phones(&format!("{title}\n{}", text::own_text(&split.body)));
     let reporter = Reporter {
         name,
         phone: phones.into_iter().next(),
