@@ -10,3 +10,4 @@ mod golden;
 mod hostile;
 mod outbox;
 mod schema;
+mod systemd;
