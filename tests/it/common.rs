@@ -89,18 +89,21 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
-    /// Starts `phananh run`; stderr goes to a file under the temp dir (see `log`).
-    pub fn start(&self) -> Child {
+    /// Starts `phananh run`; stderr goes to a file under the temp dir (see `log`). The process is
+    /// killed when the handle drops, so a failing test leaves no daemon behind.
+    pub fn start(&self) -> Daemon {
         let log = std::fs::File::create(self.path("daemon.log")).unwrap();
-        Command::new(BIN)
-            .arg("run")
-            .arg("--config")
-            .arg(&self.config)
-            .env("PHANANH_LOG", "phananh=debug,info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        Daemon(
+            Command::new(BIN)
+                .arg("run")
+                .arg("--config")
+                .arg(&self.config)
+                .env("PHANANH_LOG", "phananh=debug,info")
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        )
     }
 
     pub fn log(&self) -> String {
@@ -140,6 +143,42 @@ impl Env {
     pub fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(self.path("state/phananh.db")).unwrap()
     }
+}
+
+/// A running daemon, killed on drop.
+pub struct Daemon(pub Child);
+
+impl std::ops::Deref for Daemon {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Daemon {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// CPU time (user + system) a process has used so far.
+pub fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the ")" that closes the command name; utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    Duration::from_millis(ticks * 1000 / hz)
 }
 
 pub fn free_port() -> u16 {

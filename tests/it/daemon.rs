@@ -17,7 +17,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     Some(out)
 }
 
-fn stop(env: &Env, mut child: std::process::Child) {
+fn stop(env: &Env, mut child: super::common::Daemon) {
     signal(&child, libc::SIGTERM);
     let started = Instant::now();
     let status = loop {
@@ -106,6 +106,29 @@ fn mail_delivered_to_the_maildir_is_stored_forwarded_and_moved_to_cur() {
     for p in PERSONAL {
         assert!(!log.contains(p), "personal data {p:?} in the log:\n{log}");
     }
+}
+
+#[test]
+fn an_idle_daemon_does_not_spin() {
+    // Regression: the daemon's own read_dir of new/ raised inotify events that woke another scan,
+    // forever: 100% CPU while idle.
+    let env = Env::new("", "");
+    env.deliver("1700000000.M1P1.mx", &message(1));
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = super::common::cpu_time(child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = super::common::cpu_time(child.id()) - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "idle daemon used {used:?} of CPU in 3 s"
+    );
+    stop(&env, child);
 }
 
 #[test]

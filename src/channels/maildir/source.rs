@@ -46,9 +46,9 @@ pub async fn run(
 
     let (wake_tx, mut wake_rx) = mpsc::channel::<()>(1);
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Any event (or error, such as a queue overflow) is only a hint to scan.
-        let _ = res;
-        let _ = wake_tx.try_send(());
+        if wakes_a_scan(&res) {
+            let _ = wake_tx.try_send(());
+        }
     })
     .context("cannot start the file watcher")?;
     let new_dir = cfg.path.join("new");
@@ -93,6 +93,29 @@ pub async fn run(
             }
             _ = wake_rx.recv() => {}
             _ = tokio::time::sleep(cfg.scan_interval) => {}
+        }
+    }
+}
+
+/// Only arrivals wake a scan: an MTA renames into new/ (or writes there directly). Opening and
+/// reading the folder raises events too — our own scan among them — and waking on those would scan
+/// forever. Errors and overflows (rescan) wake a scan to be safe.
+fn wakes_a_scan(res: &notify::Result<notify::Event>) -> bool {
+    use notify::EventKind;
+    use notify::event::{ModifyKind, RenameMode};
+    match res {
+        Err(_) => true,
+        Ok(event) => {
+            event.need_rescan()
+                || matches!(
+                    event.kind,
+                    EventKind::Create(_)
+                        | EventKind::Modify(ModifyKind::Name(
+                            RenameMode::To | RenameMode::Both | RenameMode::Any
+                        ))
+                        | EventKind::Any
+                        | EventKind::Other
+                )
         }
     }
 }
