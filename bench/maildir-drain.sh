@@ -114,6 +114,26 @@ for k in range(0, len(names), 100):
 print("%.6f" % (time.monotonic() - start))
 PY
 
+cat > "$WORK/cpu.py" <<'PY'
+# CPU seconds of a live process, in total and per thread name (from /proc; clock ticks).
+import collections, os, sys
+pid, hz = sys.argv[1], os.sysconf("SC_CLK_TCK")
+def times(path):
+    raw = open(path).read()
+    comm = raw[raw.index("(") + 1:raw.rindex(")")]
+    f = raw[raw.rindex(")") + 2:].split()
+    return comm, (int(f[11]) + int(f[12])) / hz, int(f[11]) / hz, int(f[12]) / hz
+_, total, user, system = times("/proc/%s/stat" % pid)
+by = collections.Counter()
+for t in os.listdir("/proc/%s/task" % pid):
+    try:
+        comm, cpu, _, _ = times("/proc/%s/task/%s/stat" % (pid, t))
+    except OSError:
+        continue
+    by[comm] += cpu
+print("%.2f %.2f %.2f %s" % (total, user, system, " ".join("%s=%.2f" % (k, v) for k, v in by.most_common())))
+PY
+
 now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }
 peak_rss_mb() { awk -F': ' '/Maximum resident set size/ {printf "%.1f", $2/1024}' "$1"; }
@@ -185,6 +205,8 @@ EOF
   stored_end="$(find "$d/Maildir/cur" -mindepth 1 -maxdepth 1 -printf '%C@\n' | sort -n | tail -1)"
   spooled_end="$(find "$spool" -maxdepth 1 -name '*.json' -printf '%T@\n' | sort -n | tail -1)"
   local child; child="$(pgrep -P "$TIME_PID" || true)"
+  # Where the CPU went, by thread name, while the drain ran (read before SIGTERM).
+  [ -n "$child" ] && python3 "$WORK/cpu.py" "$child" > "$d/cpu.txt" 2>/dev/null || true
   [ -n "$child" ] && kill -TERM "$child"
   wait "$TIME_PID" || { echo "phananh did not exit cleanly:" >&2; tail -20 "$d/daemon.log" >&2; exit 1; }
   TIME_PID=""
@@ -192,6 +214,7 @@ EOF
   O_STORED="$(calc "$stored_end - $t0")"
   O_SPOOLED="$(calc "$spooled_end - $t0")"
   O_RSS="$(peak_rss_mb "$d/time.txt")"
+  O_CPU="$(cat "$d/cpu.txt" 2>/dev/null || echo "? ? ?")"
 }
 
 prepare() { # dir -> bytes
@@ -208,6 +231,7 @@ for r in $(seq 1 "$ROUNDS"); do
   prepare "$WORK/r$r-ours" > /dev/null
   sync -f "$WORK" # the generated files are on disk before either side starts fsyncing
   if [ $((r % 2)) = 1 ]; then order="peer ours"; else order="ours peer"; fi
+  echo "== round $r: load average $(cut -d' ' -f1-3 /proc/loadavg) (other processes share these cores)" >&2
   for side in $order; do
     if [ "$side" = peer ]; then
       run_peer "$WORK/r$r-peer"
@@ -217,6 +241,8 @@ for r in $(seq 1 "$ROUNDS"); do
       [ "$O_REPORTS" = "$COUNT" ] || { echo "expected $COUNT reports, found $O_REPORTS" >&2; exit 1; }
       printf '%-6s %-5s %9.2f %9.2f %10.0f %10.0f %8s\n' "$r" ours "$O_STORED" "$O_SPOOLED" \
         "$(calc "$COUNT / $O_STORED")" "$(calc "$COUNT / $O_SPOOLED")" "$O_RSS"
+      read -r cpu_total cpu_user cpu_sys cpu_threads <<< "$O_CPU"
+      echo "       ours CPU: ${cpu_total}s (user ${cpu_user}, sys ${cpu_sys}) = $(calc "round($cpu_total * 1e6 / $COUNT)") us/msg; by thread: $cpu_threads"
     fi
     sync -f "$WORK"
   done

@@ -13,7 +13,8 @@
 //!
 //! Environment knobs: PHANANH_BENCH_N (reports per iteration, default 2000),
 //! PHANANH_BENCH_INFLIGHT (concurrent submitters, default 64), PHANANH_BENCH_ROUNDS (default 7;
-//! 0 skips the interleaved part), PHANANH_BENCH_DIR (where temp databases go; default the
+//! 0 skips the interleaved part), PHANANH_BENCH_LOG (a tracing filter, e.g.
+//! `phananh::store=trace` shows every group commit with its size), PHANANH_BENCH_DIR (where temp databases go; default the
 //! system temp dir — it must be on the disk you care about, not tmpfs).
 
 use criterion::{Criterion, SamplingMode, Throughput};
@@ -404,6 +405,12 @@ fn main() {
     } else {
         env_usize("PHANANH_BENCH_ROUNDS", 7)
     };
+    if let Ok(filter) = std::env::var("PHANANH_BENCH_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let tz: chrono_tz::Tz = "Asia/Ho_Chi_Minh".parse().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -111,13 +111,19 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
             Pending::Deliveries(_, r) => r.is_ok(),
             Pending::Requeue(_, r) => r.is_ok(),
         };
-        if ok {
-            if let Err(e) = sp.commit() {
-                tracing::error!(error = %e, "Cannot release a savepoint.");
+        let item = if ok {
+            match sp.commit() {
+                Ok(()) => item,
+                // Not released means rolled back: the caller must not be told it is stored.
+                Err(e) => {
+                    tracing::error!(error = %e, "Cannot release a savepoint; the item is refused.");
+                    refuse(item, &format!("cannot release a savepoint: {e}"))
+                }
             }
         } else {
             let _ = sp.rollback();
-        }
+            item
+        };
         pending.push(item);
     }
     match tx.commit() {
@@ -150,6 +156,15 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
             }
             false
         }
+    }
+}
+
+fn refuse(item: Pending, msg: &str) -> Pending {
+    let err = || StoreError::Invalid(msg.to_string());
+    match item {
+        Pending::Submit(r, _) => Pending::Submit(r, Err(err())),
+        Pending::Deliveries(r, _) => Pending::Deliveries(r, Err(err())),
+        Pending::Requeue(r, _) => Pending::Requeue(r, Err(err())),
     }
 }
 
@@ -218,13 +233,22 @@ fn submit(
                 }
                 None => return Err(StoreError::Invalid(format!("no inbox item {inbox_id}"))),
             }
-            if let Some(mut r) = existing_receipt(conn, &s.channel, &draft.external_id)? {
-                // It arrived again intact meanwhile: this copy points at the report made then.
+            // The same message may have arrived again intact meanwhile (under its Message-ID):
+            // then this copy points at the report made then. Without a Message-ID the key is the
+            // content hash, which finds this very row: that is not a second arrival.
+            if let Some(mut r) = existing_receipt(conn, &s.channel, &draft.external_id)?
+                && r.inbox_id != inbox_id
+            {
                 let report_id = match &r.outcome {
                     Outcome::Created { report } | Outcome::Duplicate { report, .. } => {
-                        Some(report.id.clone())
+                        report.id.clone()
                     }
-                    Outcome::Quarantined { .. } => None,
+                    Outcome::Quarantined { .. } => {
+                        return Err(StoreError::Invalid(format!(
+                            "inbox item {inbox_id} has the same external id as quarantined item {}; retry that one",
+                            r.inbox_id
+                        )));
+                    }
                 };
                 conn.execute(
                     "UPDATE inbox SET status = 'resolved', report_id = ?2 WHERE id = ?1",

@@ -192,3 +192,28 @@ fn the_database_and_state_are_private() {
         .unwrap();
     assert_eq!(journal, "wal");
 }
+
+#[test]
+fn a_quarantined_message_without_message_id_becomes_a_report_on_retry() {
+    // Regression: its key is its content hash, so the retry found its own row, marked it
+    // "resolved" with no report, and the message was lost from quarantine and from reports.
+    let env = Env::new("", "max_message_size = \"100B\"");
+    let path = fixture("10-no-message-id.eml");
+    let out = env.cli_ok(&["ingest", "--channel", "mail", path.to_str().unwrap()]);
+    assert!(out.contains("quarantined #1"), "{out}");
+    let channel = env.path("channels/mail.toml");
+    let text = std::fs::read_to_string(&channel)
+        .unwrap()
+        .replace("100B", "10MB");
+    std::fs::write(&channel, text).unwrap();
+    let retried = env.cli_ok(&["quarantine", "retry", "1"]);
+    assert!(retried.contains("#1  new report PA-"), "{retried}");
+    let n: i64 = env
+        .db()
+        .query_row("SELECT count(*) FROM reports", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 1);
+    assert_eq!(env.spool_events().len(), 1);
+    let again = env.cli_ok(&["ingest", "--channel", "mail", path.to_str().unwrap()]);
+    assert!(again.contains("received before: new report"), "{again}");
+}
