@@ -388,6 +388,17 @@ async fn retry_quarantined(config: &Config, ids: Vec<i64>) -> anyhow::Result<boo
             ok = false;
             continue;
         };
+        if row
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains(crate::intake::PARTIAL_RAW))
+        {
+            println!(
+                "#{id}  still quarantined: only the first 64 KiB were kept; raise max_message_size, then move the file from the Maildir's .Quarantine/cur/ back into new/"
+            );
+            ok = false;
+            continue;
+        }
         let rules = rules_for(config, config.channels.get(&row.channel));
         match intake
             .retry(id, row.channel.clone(), kind, raw, &rules)

@@ -18,6 +18,10 @@ pub enum IntakeError {
     Invalid(String),
 }
 
+/// Said in the reason of a quarantined item whose raw bytes are only a prefix: `quarantine retry`
+/// cannot make a report from it.
+pub const PARTIAL_RAW: &str = "its first 64 KiB are kept here";
+
 /// Per-channel parsing rules, taken from config when the channel starts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParseRules {
@@ -71,6 +75,21 @@ impl Intake {
             source_ref: env.source_ref,
             received_at,
             body,
+        };
+        Ok(self.store.submit(submission).await?)
+    }
+
+    /// Stores an item as quarantined without parsing it (a channel already knows it cannot be).
+    pub async fn quarantine(&self, env: Envelope, reason: String) -> Result<Receipt, IntakeError> {
+        let received_at = chrono::Utc::now().with_timezone(&self.tz).fixed_offset();
+        let submission = Submission {
+            channel: env.channel,
+            kind: env.kind.as_str().to_string(),
+            raw_sha256: sha256_hex(&env.raw),
+            raw: env.raw,
+            source_ref: env.source_ref,
+            received_at,
+            body: SubmissionBody::Quarantine { reason },
         };
         Ok(self.store.submit(submission).await?)
     }

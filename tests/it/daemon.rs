@@ -132,6 +132,111 @@ fn an_idle_daemon_does_not_spin() {
 }
 
 #[test]
+fn a_message_that_cannot_leave_new_does_not_spin_the_channel() {
+    // Regression: a stored message whose move failed counted as progress, so the channel rescanned
+    // at once, forever (100% CPU, a log line per pass).
+    let env = Env::new("", "");
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .log()
+            .contains("Maildir channel started")),
+        "{}",
+        env.log()
+    );
+    std::fs::remove_dir(env.maildir().join("cur")).unwrap();
+    env.deliver("1700000000.M1P1.mx", &message(1));
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let before = super::common::cpu_time(child.id());
+    std::thread::sleep(Duration::from_secs(3));
+    let used = super::common::cpu_time(child.id()) - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "used {used:?} of CPU in 3 s:\n{}",
+        env.log()
+    );
+    assert!(
+        env.log().contains("cannot move the message out of new/"),
+        "{}",
+        env.log()
+    );
+    assert!(env.maildir().join("new/1700000000.M1P1.mx").exists());
+    stop(&env, child);
+}
+
+#[test]
+fn one_message_that_cannot_be_stored_does_not_delay_the_others() {
+    // The photo in fixture 06 goes to media/10/…; a file in that place makes storing it fail.
+    let env = Env::new("", "");
+    std::fs::create_dir_all(env.path("state/media")).unwrap();
+    std::fs::write(env.path("state/media/10"), "in the way").unwrap();
+    let child = env.start();
+    env.deliver(
+        "1700000000.M1P1.mx",
+        &std::fs::read(fixture("06-photo-exif-hue.eml")).unwrap(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .log()
+            .contains("Cannot store message")),
+        "{}",
+        env.log()
+    );
+    // Before the fix the channel gave up and restarted with a backoff growing to minutes.
+    std::thread::sleep(Duration::from_secs(6));
+    for n in 0..3 {
+        env.deliver(&format!("17000000{n}1.M{n}P2.mx"), &message(n));
+        let want = n + 1;
+        assert!(
+            wait_for(Duration::from_secs(3), || env.spool_events().len() == want),
+            "message {n} waited:\n{}",
+            env.log()
+        );
+    }
+    assert!(env.maildir().join("new/1700000000.M1P1.mx").exists());
+    // Once the obstacle is gone, the periodic scan (1 s here) takes the message.
+    std::fs::remove_file(env.path("state/media/10")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || env.spool_events().len() == 4),
+        "{}",
+        env.log()
+    );
+    stop(&env, child);
+}
+
+#[test]
+fn a_message_over_the_size_limit_is_set_aside_unread() {
+    let env = Env::new("", "max_message_size = \"100KB\"");
+    let child = env.start();
+    let mut big = message(1);
+    big.extend(std::iter::repeat_n(b'x', 200_000));
+    env.deliver("1700000000.M1P1.mx", &big);
+    let aside = env.maildir().join(".Quarantine/cur/1700000000.M1P1.mx:2,S");
+    assert!(
+        wait_for(Duration::from_secs(20), || aside.exists()),
+        "{}",
+        env.log()
+    );
+    stop(&env, child);
+    let list = env.cli_ok(&["quarantine", "list"]);
+    assert!(
+        list.contains("over max_message_size 100.0 kB: not read"),
+        "{list}"
+    );
+    let raw = env.cli(&["quarantine", "show", "1", "--raw"]).stdout;
+    assert_eq!(raw.len(), 64 << 10);
+    assert_eq!(std::fs::read(&aside).unwrap(), big);
+    let retry = env.cli(&["quarantine", "retry", "1"]);
+    assert_eq!(retry.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&retry.stdout).contains("only the first 64 KiB were kept"));
+}
+
+#[test]
 fn move_after_ingest_files_messages_into_the_named_folder() {
     let env = Env::new("", "after_ingest = \"move:.Processed\"");
     env.deliver("1700000000.M1P1.mx", &message(1));

@@ -2,10 +2,12 @@
 //! overflow, files present at start).
 
 use crate::channels::Envelope;
+use crate::config::units::human_size;
 use crate::config::{AfterIngest, ChannelKind, MaildirConfig};
 use crate::intake::{Intake, IntakeError, ParseRules};
 use crate::store::{Outcome, Receipt};
 use notify::Watcher;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
@@ -14,15 +16,30 @@ use tokio_util::sync::CancellationToken;
 
 /// Bytes of message text held in memory at once across a scan, whatever the concurrency.
 const MEMORY_BUDGET: usize = 64 << 20;
+/// Of a message too large to read, this much is kept in the quarantine row.
+const QUARANTINE_HEAD: usize = 64 << 10;
+/// The Maildir++ folder that oversized messages are moved to, intact.
+const QUARANTINE_FOLDER: &str = ".Quarantine";
 
 #[derive(Default, Debug)]
 struct Tally {
     created: usize,
     duplicates: usize,
     quarantined: usize,
+    /// Received before and now moved out of new/ (a crash had come between commit and move).
     redelivered: usize,
     vanished: usize,
+    /// Not stored: stays in new/.
     failed: usize,
+    /// Stored, but the move out of new/ failed: rescanning at once would only repeat that.
+    stuck: usize,
+}
+
+impl Tally {
+    /// Messages that left new/ in this pass.
+    fn progress(&self) -> usize {
+        self.created + self.duplicates + self.quarantined + self.redelivered
+    }
 }
 
 pub async fn run(
@@ -61,12 +78,28 @@ pub async fn run(
         email: cfg.limits(intake.email_defaults()),
     };
     let budget = Arc::new(Semaphore::new(MEMORY_BUDGET >> 10));
+    // Files that failed (not stored, or stored but stuck in new/) are retried by the periodic
+    // scan only: a scan woken by an arrival skips them, so one bad file costs nothing per arrival
+    // and never delays the others, and a store that is down is retried at the scan interval.
+    let mut troubled: HashSet<String> = HashSet::new();
+    let mut full_scan = true;
     loop {
-        // Scan until a pass finds nothing: mail that arrived while we worked is taken at once.
+        // Scan until a pass makes no progress: mail that arrived while we worked is taken at once.
         loop {
-            let tally = scan(name, cfg, &intake, &rules, &budget, &cancel).await?;
-            let work = tally.created + tally.duplicates + tally.quarantined + tally.redelivered;
-            if work > 0 {
+            let skip = if full_scan {
+                HashSet::new()
+            } else {
+                troubled.clone()
+            };
+            let (tally, trouble) =
+                scan(name, cfg, &intake, &rules, &budget, &cancel, &skip).await?;
+            if full_scan {
+                troubled = trouble;
+            } else {
+                troubled.extend(trouble);
+            }
+            full_scan = false;
+            if tally.progress() > 0 {
                 tracing::info!(
                     channel = %name,
                     created = tally.created,
@@ -76,13 +109,13 @@ pub async fn run(
                     "Ingested messages."
                 );
             }
-            if tally.failed > 0 {
-                anyhow::bail!(
-                    "{} messages could not be stored; they stay in new/ and are retried",
-                    tally.failed
-                );
+            if tally.stuck > 0 {
+                tracing::warn!(channel = %name, messages = tally.stuck, "Stored messages cannot leave new/; check the Maildir's folders and permissions.");
             }
-            if work == 0 || cancel.is_cancelled() {
+            if tally.failed > 0 {
+                tracing::warn!(channel = %name, messages = tally.failed, retry_in = ?cfg.scan_interval, "Messages could not be stored; they stay in new/ and are retried.");
+            }
+            if tally.progress() == 0 || cancel.is_cancelled() {
                 break;
             }
         }
@@ -92,7 +125,7 @@ pub async fn run(
                 return Ok(());
             }
             _ = wake_rx.recv() => {}
-            _ = tokio::time::sleep(cfg.scan_interval) => {}
+            _ = tokio::time::sleep(cfg.scan_interval) => full_scan = true,
         }
     }
 }
@@ -127,7 +160,8 @@ async fn scan(
     rules: &ParseRules,
     budget: &Arc<Semaphore>,
     cancel: &CancellationToken,
-) -> anyhow::Result<Tally> {
+    skip: &HashSet<String>,
+) -> anyhow::Result<(Tally, HashSet<String>)> {
     let new_dir = cfg.path.join("new");
     let mut names: Vec<String> = std::fs::read_dir(&new_dir)
         .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", new_dir.display()))?
@@ -135,12 +169,13 @@ async fn scan(
         // A folder or socket in new/ is not mail; listing it would fail every scan.
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| !n.starts_with('.'))
+        .filter(|n| !n.starts_with('.') && !skip.contains(n))
         .collect();
     // Maildir names begin with the delivery time: sorting keeps arrival order.
     names.sort();
 
     let mut tally = Tally::default();
+    let mut trouble = HashSet::new();
     let mut set = JoinSet::new();
     for file in names {
         if cancel.is_cancelled() {
@@ -148,7 +183,7 @@ async fn scan(
         }
         while set.len() >= cfg.concurrency {
             if let Some(r) = set.join_next().await {
-                count(&mut tally, r);
+                count(&mut tally, &mut trouble, r);
             }
         }
         let job = Job {
@@ -160,22 +195,40 @@ async fn scan(
             rules: rules.clone(),
             budget: budget.clone(),
         };
-        set.spawn(job.run());
+        set.spawn(async move {
+            let file = job.file.clone();
+            (file, job.run().await)
+        });
     }
     while let Some(r) = set.join_next().await {
-        count(&mut tally, r);
+        count(&mut tally, &mut trouble, r);
     }
-    Ok(tally)
+    Ok((tally, trouble))
 }
 
 enum Done {
     Stored(Receipt),
     Vanished,
     Failed,
+    Stuck,
 }
 
-fn count(t: &mut Tally, r: Result<Done, tokio::task::JoinError>) {
+fn count(
+    t: &mut Tally,
+    trouble: &mut HashSet<String>,
+    r: Result<(String, Done), tokio::task::JoinError>,
+) {
+    let r = match r {
+        Ok((file, done)) => {
+            if matches!(done, Done::Failed | Done::Stuck) {
+                trouble.insert(file);
+            }
+            Ok(done)
+        }
+        Err(e) => Err(e),
+    };
     match r {
+        Ok(Done::Stuck) => t.stuck += 1,
         Ok(Done::Stored(receipt)) if receipt.redelivered => t.redelivered += 1,
         Ok(Done::Stored(receipt)) => match receipt.outcome {
             Outcome::Created { .. } => t.created += 1,
@@ -201,14 +254,17 @@ impl Job {
     async fn run(self) -> Done {
         let path = self.root.join("new").join(&self.file);
         let size = match tokio::fs::metadata(&path).await {
-            Ok(m) => m.len() as usize,
+            Ok(m) => m.len(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Done::Vanished,
             Err(e) => {
                 tracing::warn!(channel = %self.channel, file = %self.file, error = %e, "Cannot stat message.");
                 return Done::Failed;
             }
         };
-        let permits = (size.min(MEMORY_BUDGET) >> 10).max(1) as u32;
+        if size > self.rules.email.max_message_size {
+            return self.set_aside(&path, size).await;
+        }
+        let permits = (size.min(MEMORY_BUDGET as u64) >> 10).max(1) as u32;
         let Ok(_permit) = self.budget.acquire_many(permits).await else {
             return Done::Failed;
         };
@@ -248,27 +304,76 @@ impl Job {
             _ => {}
         }
         // Committed: only now may the message leave new/.
-        if let Err(e) = finish(&self.root, &self.after, &self.file)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(channel = %self.channel, file = %self.file, error = %e, "Stored, but cannot move the message out of new/; it will be recognised and moved on the next scan.");
+        let target = match &self.after {
+            AfterIngest::Seen => self.root.join("cur"),
+            AfterIngest::Move(folder) => self.root.join(folder).join("cur"),
+        };
+        self.leave_new(&path, &target, receipt)
+    }
+
+    /// A message over max_message_size is never read into memory: its first bytes are quarantined
+    /// (enough to see who sent what) and the file itself moves to the `.Quarantine` folder intact.
+    async fn set_aside(&self, path: &Path, size: u64) -> Done {
+        use tokio::io::AsyncReadExt;
+        let mut head = Vec::new();
+        let read = async {
+            let f = tokio::fs::File::open(path).await?;
+            f.take(QUARANTINE_HEAD as u64).read_to_end(&mut head).await
+        };
+        match read.await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Done::Vanished,
+            Err(e) => {
+                tracing::warn!(channel = %self.channel, file = %self.file, error = %e, "Cannot read message.");
+                return Done::Failed;
+            }
         }
-        Done::Stored(receipt)
+        let reason = format!(
+            "message is {}, over max_message_size {}: not read; {} and the whole file was moved to the Maildir folder {QUARANTINE_FOLDER}",
+            human_size(size),
+            human_size(self.rules.email.max_message_size),
+            crate::intake::PARTIAL_RAW,
+        );
+        let env = Envelope {
+            channel: self.channel.clone(),
+            kind: ChannelKind::Maildir,
+            raw: head,
+            source_ref: Some(self.file.clone()),
+        };
+        let receipt = match self.intake.quarantine(env, reason.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                log_failure(&self.channel, &self.file, &e);
+                return Done::Failed;
+            }
+        };
+        tracing::warn!(channel = %self.channel, file = %self.file, inbox_id = receipt.inbox_id, reason = %reason, "Message set aside.");
+        let target = self.root.join(QUARANTINE_FOLDER).join("cur");
+        if let Err(e) = std::fs::create_dir_all(&target) {
+            tracing::warn!(channel = %self.channel, error = %e, "Cannot create the quarantine folder.");
+            return Done::Stuck;
+        }
+        self.leave_new(path, &target, receipt)
+    }
+
+    /// Moves a committed message out of new/ into `target` with the Seen flag.
+    fn leave_new(&self, from: &Path, target: &Path, receipt: Receipt) -> Done {
+        match std::fs::rename(from, target.join(seen_name(&self.file))) {
+            Ok(()) => Done::Stored(receipt),
+            // Gone from new/: another consumer or an operator moved it; it is stored either way.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !from.exists() => {
+                Done::Stored(receipt)
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.channel, file = %self.file, error = %e, "Stored, but cannot move the message out of new/.");
+                Done::Stuck
+            }
+        }
     }
 }
 
 fn log_failure(channel: &str, file: &str, e: &IntakeError) {
     tracing::warn!(channel = %channel, file = %file, error = %e, "Cannot store message; it stays in new/.");
-}
-
-/// new/NAME → cur/NAME:2,S (or FOLDER/cur/NAME:2,S), adding the Seen flag to any flags present.
-fn finish(root: &Path, after: &AfterIngest, file: &str) -> std::io::Result<()> {
-    let from = root.join("new").join(file);
-    let target_dir = match after {
-        AfterIngest::Seen => root.join("cur"),
-        AfterIngest::Move(folder) => root.join(folder).join("cur"),
-    };
-    std::fs::rename(from, target_dir.join(seen_name(file)))
 }
 
 fn seen_name(file: &str) -> String {
