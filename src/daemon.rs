@@ -114,7 +114,16 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     http_cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     drop(intake);
-    store.close().await;
+    // The writer stops once every handle is gone; a task that outlived its drain timeout may still
+    // hold one, and the process exit must not wait for it.
+    if tokio::time::timeout(Duration::from_secs(15), store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "The store did not close in time; SQLite's journal keeps what was committed."
+        );
+    }
     tracing::info!("Stopped.");
     Ok(())
 }

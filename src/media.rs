@@ -24,11 +24,16 @@ impl MediaStore {
     /// missing file; a crash in between leaves at most an unreferenced file.
     pub fn put(&self, blob: &Blob) -> std::io::Result<()> {
         let path = self.path(&blob.sha256);
-        if path.exists() {
-            return Ok(());
-        }
         let parent = path.parent().unwrap_or(&self.dir);
-        crate::store::create_private_dir(parent)?;
+        if path.exists() {
+            // Another writer's rename may not be durable yet (it may be between its rename and its
+            // folder fsync, or have crashed there): make it durable before we reference it.
+            return sync_dir(parent);
+        }
+        if !parent.is_dir() {
+            crate::store::create_private_dir(parent)?;
+            sync_dir(&self.dir)?;
+        }
         let tmp_dir = self.dir.join(".tmp");
         crate::store::create_private_dir(&tmp_dir)?;
         let tmp = tmp_dir.join(format!("{}.{}", blob.sha256, ulid::Ulid::new()));

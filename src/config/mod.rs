@@ -246,6 +246,9 @@ fn load_daemon(
     if d.store.batch_max == 0 {
         errors.push(err("batch_max", "batch_max must be at least 1".into()));
     }
+    if d.forward.batch == 0 {
+        errors.push(err("batch", "batch must be at least 1".into()));
+    }
     if d.forward.max_attempts == 0 {
         errors.push(err(
             "max_attempts",

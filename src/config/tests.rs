@@ -37,7 +37,7 @@ fn every_error_in_every_file_is_reported_with_its_place() {
     let main = write(
         dir.path(),
         "phananh.toml",
-        "state_dir = \"s\"\ntime_zone = \"Mars/Olympus\"\ntracking_prefix = \"pa\"\n",
+        "state_dir = \"s\"\ntime_zone = \"Mars/Olympus\"\ntracking_prefix = \"pa\"\n[forward]\nbatch = 0\n",
     );
     write(
         dir.path(),
@@ -56,11 +56,15 @@ fn every_error_in_every_file_is_reported_with_its_place() {
     let has = |needle: &str| text.iter().any(|t| t.contains(needle));
     assert!(has("phananh.toml:2:1: unknown time zone"), "{text:#?}");
     assert!(has("phananh.toml:3:1: tracking_prefix"), "{text:#?}");
+    assert!(
+        has("phananh.toml:5:1: batch must be at least 1"),
+        "{text:#?}"
+    );
     assert!(has("a.toml:3:1: unknown field `pathh`"), "{text:#?}");
     assert!(has("b.toml:1:1: unknown kind \"telegram\""), "{text:#?}");
     assert!(has("c.toml:1:1: missing `kind`"), "{text:#?}");
     assert!(has("d.toml:3:16: invalid after_ingest"), "{text:#?}");
-    assert_eq!(errs.len(), 6, "{text:#?}");
+    assert_eq!(errs.len(), 7, "{text:#?}");
 }
 
 #[test]

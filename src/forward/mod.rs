@@ -98,8 +98,17 @@ impl Forwarder {
 
     /// Delivers everything due now; returns how many events were delivered.
     pub async fn pump(&self) -> Result<usize, StoreError> {
+        self.pump_until(&CancellationToken::new()).await
+    }
+
+    /// Like `pump`, but stops between batches once `cancel` fires, so shutdown is not held up
+    /// by a backlog (what is left stays in the outbox for the next start).
+    async fn pump_until(&self, cancel: &CancellationToken) -> Result<usize, StoreError> {
         let mut delivered = 0;
         loop {
+            if cancel.is_cancelled() {
+                return Ok(delivered);
+            }
             let rows = self.due().await?;
             if rows.is_empty() {
                 return Ok(delivered);
@@ -121,7 +130,7 @@ impl Forwarder {
             if cancel.is_cancelled() {
                 return;
             }
-            let wait = match self.pump().await {
+            let wait = match self.pump_until(&cancel).await {
                 Ok(n) => {
                     failures = 0;
                     if n > 0 {

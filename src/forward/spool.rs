@@ -17,12 +17,19 @@ impl SpoolSink {
         Self { dir }
     }
 
-    /// Removes temp files a killed process left behind: their events are still undelivered in
-    /// the outbox and will be written again.
+    /// Removes temp files that killed processes left behind (their events are still undelivered
+    /// in the outbox and will be written again). Files of a live process — the daemon while a CLI
+    /// command runs beside it — are left alone.
     pub fn clean_leftovers(&self) {
         if let Ok(entries) = std::fs::read_dir(self.dir.join(".tmp")) {
             for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
+                let name = e.file_name().to_string_lossy().into_owned();
+                let owner = name.rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
+                let alive =
+                    owner.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+                if !alive {
+                    let _ = std::fs::remove_file(e.path());
+                }
             }
         }
     }
@@ -40,9 +47,14 @@ impl SpoolSink {
         let mut results: Vec<Result<(), SinkError>> = events
             .iter()
             .map(|(id, json)| {
-                let tmp = tmp_dir.join(file_name(id));
+                let tmp = tmp_dir.join(tmp_name(id));
                 let write = || -> std::io::Result<()> {
-                    let mut f = std::fs::File::create(&tmp)?;
+                    // Our own name (pid suffix) and create_new: a second process writing the same
+                    // event never truncates the file this one is about to rename into view.
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&tmp)?;
                     f.write_all(json.as_bytes())?;
                     f.write_all(b"\n")?;
                     if !group_sync {
@@ -65,7 +77,7 @@ impl SpoolSink {
         for ((id, _), r) in events.iter().zip(results.iter_mut()) {
             if r.is_ok() {
                 let name = file_name(id);
-                if let Err(e) = std::fs::rename(tmp_dir.join(&name), self.dir.join(&name)) {
+                if let Err(e) = std::fs::rename(tmp_dir.join(tmp_name(id)), self.dir.join(&name)) {
                     *r = Err(SinkError::Transient(format!(
                         "cannot move spool file {name} into place: {e}"
                     )));
@@ -76,6 +88,12 @@ impl SpoolSink {
             let msg = format!("cannot sync {}: {e}", self.dir.display());
             for r in results.iter_mut().filter(|r| r.is_ok()) {
                 *r = Err(SinkError::Transient(msg.clone()));
+            }
+        }
+        // A failed event is written afresh next time; its temp file must not be in the way.
+        for ((id, _), r) in events.iter().zip(&results) {
+            if r.is_err() {
+                let _ = std::fs::remove_file(tmp_dir.join(tmp_name(id)));
             }
         }
         results
@@ -98,6 +116,11 @@ fn syncfs(dir: &std::path::Path) -> std::io::Result<()> {
     }
 }
 
+/// `<event_id>.json.<pid>`: one writer per name.
+fn tmp_name(event_id: &str) -> String {
+    format!("{}.{}", file_name(event_id), std::process::id())
+}
+
 /// Event ids are ULID-based and safe as file names; anything else is replaced defensively.
 fn file_name(event_id: &str) -> String {
     let safe: String = event_id
@@ -111,4 +134,47 @@ fn file_name(event_id: &str) -> String {
         })
         .collect();
     format!("{safe}.json")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leftovers_of_dead_writers_go_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SpoolSink::new(dir.path().to_path_buf());
+        let tmp = dir.path().join(".tmp");
+        std::fs::create_dir_all(&tmp).unwrap();
+        let live = tmp.join(format!("E1.created.json.{}", std::process::id()));
+        // Pid 0 never names a user process: this one's writer is gone.
+        let dead = tmp.join("E2.created.json.0");
+        let unowned = tmp.join("E3.created.json");
+        for p in [&live, &dead, &unowned] {
+            std::fs::write(p, "{").unwrap();
+        }
+        sink.clean_leftovers();
+        assert!(live.exists());
+        assert!(!dead.exists() && !unowned.exists());
+    }
+
+    #[test]
+    fn a_batch_lands_complete_under_event_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = SpoolSink::new(dir.path().to_path_buf());
+        let events: Vec<(String, String)> = (0..10)
+            .map(|i| (format!("E{i}.created"), format!("{{\"n\":{i}}}")))
+            .collect();
+        assert!(sink.write_batch(&events).iter().all(|r| r.is_ok()));
+        for (i, (id, _)) in events.iter().enumerate() {
+            let text = std::fs::read_to_string(dir.path().join(format!("{id}.json"))).unwrap();
+            assert_eq!(text, format!("{{\"n\":{i}}}\n"));
+        }
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".tmp")).unwrap().count(),
+            0
+        );
+        // The same events again (at-least-once) replace the files, never fail on them.
+        assert!(sink.write_batch(&events[..2]).iter().all(|r| r.is_ok()));
+    }
 }
