@@ -9,8 +9,15 @@
 # It does not parse MIME and writes no spool files. Rounds alternate which side goes first.
 #
 # Usage: bench/maildir-drain.sh [--count N] [--rounds R] [--concurrency C] [--timeout S] [--keep]
-#   CARGO_TARGET_DIR is honoured (default: <repo>/target). Work files go to $TMPDIR (default /tmp),
-#   which must be a real disk (not tmpfs), or the fsync figures mean nothing.
+#   --count N        messages per side and round (default 10000)
+#   --rounds R       interleaved rounds; the summary gives median and range (default 1)
+#   --concurrency C  the channel's `concurrency` (default: the daemon's default, 32)
+#   --timeout S      give up on one drain after S seconds (default 300)
+#   --keep           keep the work folder (daemon.log, time.txt, cpu.txt, databases)
+# CARGO_TARGET_DIR is honoured (default: <repo>/target). PHANANH_LOG is passed to the daemon
+# (e.g. "info,phananh::store=trace" logs every group commit with its size). Work files go to
+# $TMPDIR (default /tmp), which must be a real disk (not tmpfs), or the fsync figures mean nothing.
+# docs/BENCHMARKS.md explains the output and has the figures measured so far.
 set -euo pipefail
 
 COUNT=10000
@@ -25,7 +32,7 @@ while [ $# -gt 0 ]; do
     --timeout) TIMEOUT="$2"; shift 2 ;;
     --concurrency) CONCURRENCY="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -42,12 +49,16 @@ echo "== building release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/phananh-drain.XXXXXX")"
 TIME_PID=""
 cleanup() {
+  # Only the daemon this script started (the child of its /usr/bin/time), by PID.
   if [ -n "$TIME_PID" ] && kill -0 "$TIME_PID" 2>/dev/null; then
-    local child
+    local child i
     child="$(pgrep -P "$TIME_PID" || true)"
-    [ -n "$child" ] && kill -TERM "$child" 2>/dev/null || true
-    sleep 1
-    kill -KILL "$TIME_PID" 2>/dev/null || true
+    if [ -n "$child" ]; then
+      kill -TERM "$child" 2>/dev/null || true
+      for i in $(seq 1 50); do kill -0 "$child" 2>/dev/null || break; sleep 0.2; done
+      kill -KILL "$child" 2>/dev/null || true
+    fi
+    wait "$TIME_PID" 2>/dev/null || true
   fi
   if [ "$KEEP" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
