@@ -39,8 +39,13 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
+const BLOCKING_THREADS: usize = 8;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        // Parsing, file reads and SQLite reads run on the blocking pool. Its default of 512 threads
+        // buys nothing on a few cores and costs memory (glibc gives busy threads their own arenas).
+        .max_blocking_threads(BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -13,6 +13,11 @@ use unicode_normalization::char::is_combining_mark;
 /// by combining tone marks, and macOS file names and some IMEs produce NFD, so
 /// every inbound string goes through here before it is compared or stored.
 pub fn nfc(s: &str) -> String {
+    // Most input is NFC already (and callers often pass text this module produced): the quick
+    // check avoids decomposing and recomposing it again.
+    if unicode_normalization::is_nfc_quick(s.chars()) == unicode_normalization::IsNormalized::Yes {
+        return s.to_string();
+    }
     s.nfc().collect()
 }
 
@@ -69,7 +74,8 @@ pub fn clean_text(s: &str) -> String {
 /// Search/dedupe form: no diacritics, lowercase, single spaces. Lossy on
 /// purpose: citizens often type without diacritics, so both sides are folded.
 pub fn fold(s: &str) -> String {
-    let stripped = nfc(s)
+    // NFD of any form is the same canonical decomposition: no NFC pass is needed first.
+    let stripped = s
         .nfd()
         .filter(|&c| !is_combining_mark(c))
         // đ has no decomposition; Ð/ð (U+00D0/U+00F0) are look-alikes that

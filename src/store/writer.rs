@@ -390,7 +390,7 @@ fn store_report(
         None => None,
     };
 
-    let text_key = draft.dedupe_key();
+    let text_key = draft.text_key.clone();
     let duplicate_of: Option<ReportRef> = match (reporter_id, &text_key) {
         (Some(rid), Some(key)) => {
             let since = received_ms - settings.same_text_window.as_millis() as i64;

@@ -110,6 +110,11 @@ pub fn normalize(
         location,
         media,
         omitted_media: omitted,
+        text_key: None,
+    };
+    let draft = Draft {
+        text_key: draft.dedupe_key(),
+        ..draft
     };
     Ok((draft, blobs))
 }

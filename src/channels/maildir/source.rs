@@ -268,17 +268,22 @@ impl Job {
         let Ok(_permit) = self.budget.acquire_many(permits).await else {
             return Done::Failed;
         };
-        let raw = match tokio::fs::read(&path).await {
-            Ok(raw) => raw,
+        let read = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || std::fs::read(path)
+        });
+        let raw = match read.await {
+            Ok(Ok(raw)) => raw,
             // Another consumer (or an operator) took it between listing and reading: not ours.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!(channel = %self.channel, file = %self.file, "Message vanished before it was read.");
                 return Done::Vanished;
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 tracing::warn!(channel = %self.channel, file = %self.file, error = %e, "Cannot read message.");
                 return Done::Failed;
             }
+            Err(_) => return Done::Failed,
         };
         let env = Envelope {
             channel: self.channel.clone(),
