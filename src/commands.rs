@@ -158,6 +158,12 @@ fn describe(r: &Receipt) -> String {
             report.tracking_code, of.tracking_code
         ),
         Outcome::Quarantined { reason } => format!("quarantined #{}: {reason}", r.inbox_id),
+        Outcome::Automated { rule } => {
+            format!(
+                "automated mail ({rule}) #{}: stored, not a report, not answered",
+                r.inbox_id
+            )
+        }
     };
     if r.redelivered {
         format!("received before: {what}")

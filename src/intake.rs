@@ -4,7 +4,7 @@
 use crate::channels::{Envelope, email};
 use crate::config::{ChannelKind, Config, EmailConfig};
 use crate::media::MediaStore;
-use crate::pipeline::{Blob, Draft, sha256_hex};
+use crate::pipeline::{Draft, sha256_hex};
 use crate::store::{Receipt, Store, StoreError, Submission, SubmissionBody};
 use std::sync::Arc;
 
@@ -64,8 +64,11 @@ impl Intake {
         let parsed = self.parse(env.kind, raw.clone(), rules).await?;
         let raw = Arc::try_unwrap(raw).unwrap_or_else(|a| (*a).clone());
         let body = match parsed {
-            Ok(draft) => SubmissionBody::Report(Box::new(draft)),
-            Err(reason) => SubmissionBody::Quarantine { reason },
+            Outcome::Report(draft) => SubmissionBody::Report(draft),
+            Outcome::Automated { rule, external_id } => {
+                SubmissionBody::Automated { external_id, rule }
+            }
+            Outcome::Reject(reason) => SubmissionBody::Quarantine { reason },
         };
         let submission = Submission {
             channel: env.channel,
@@ -105,8 +108,12 @@ impl Intake {
     ) -> Result<Result<Receipt, String>, IntakeError> {
         let raw = Arc::new(raw);
         match self.parse(kind, raw.clone(), rules).await? {
-            Err(reason) => Ok(Err(reason)),
-            Ok(draft) => {
+            Outcome::Reject(reason) => Ok(Err(reason)),
+            // Left in quarantine: a machine's mail is not a report however often it is retried.
+            Outcome::Automated { rule, .. } => {
+                Ok(Err(format!("automated mail ({rule}), not a report")))
+            }
+            Outcome::Report(draft) => {
                 let raw = Arc::try_unwrap(raw).unwrap_or_else(|a| (*a).clone());
                 let received_at = chrono::Utc::now().with_timezone(&self.tz).fixed_offset();
                 let submission = Submission {
@@ -116,10 +123,7 @@ impl Intake {
                     raw,
                     source_ref: None,
                     received_at,
-                    body: SubmissionBody::Retry {
-                        inbox_id,
-                        draft: Box::new(draft),
-                    },
+                    body: SubmissionBody::Retry { inbox_id, draft },
                 };
                 Ok(Ok(self.store.submit(submission).await?))
             }
@@ -133,36 +137,44 @@ impl Intake {
         kind: ChannelKind,
         raw: Arc<Vec<u8>>,
         rules: &ParseRules,
-    ) -> Result<Result<Draft, String>, IntakeError> {
+    ) -> Result<Outcome, IntakeError> {
         let rules = rules.clone();
         let tz = self.tz;
         let default_category = self.default_category.clone();
         let media = self.media.clone();
-        let joined = tokio::task::spawn_blocking(
-            move || -> Result<Result<Draft, String>, std::io::Error> {
-                let parsed: Result<(Draft, Vec<Blob>), String> = match kind {
-                    ChannelKind::Maildir => {
-                        email::normalize(&raw, &rules.email, tz, &default_category)
-                            .map_err(|e| e.to_string())
+        let joined = tokio::task::spawn_blocking(move || -> Result<Outcome, std::io::Error> {
+            let parsed = match kind {
+                ChannelKind::Maildir => email::parse(&raw, &rules.email, tz, &default_category),
+            };
+            Ok(match parsed {
+                Ok(email::Parsed::Report(draft, blobs)) => {
+                    for blob in &blobs {
+                        media.put(blob)?;
                     }
-                };
-                match parsed {
-                    Ok((draft, blobs)) => {
-                        for blob in &blobs {
-                            media.put(blob)?;
-                        }
-                        Ok(Ok(draft))
-                    }
-                    Err(reason) => Ok(Err(reason)),
+                    Outcome::Report(draft)
                 }
-            },
-        )
+                Ok(email::Parsed::Automated { rule, external_id }) => Outcome::Automated {
+                    rule: rule.to_string(),
+                    external_id,
+                },
+                Err(reject) => Outcome::Reject(reject.to_string()),
+            })
+        })
         .await;
         match joined {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(io)) => Err(IntakeError::Media(io)),
-            Err(e) if e.is_panic() => Ok(Err("the parser failed on this input (internal error); raw kept for a fix and `phananh quarantine retry`".into())),
+            Err(e) if e.is_panic() => Ok(Outcome::Reject(
+                "the parser failed on this input (internal error); raw kept for a fix and `phananh quarantine retry`".into(),
+            )),
             Err(e) => Err(IntakeError::Invalid(format!("parser task stopped: {e}"))),
         }
     }
+}
+
+/// What parsing made of an item.
+enum Outcome {
+    Report(Box<Draft>),
+    Automated { rule: String, external_id: String },
+    Reject(String),
 }

@@ -121,6 +121,7 @@ impl MaildirConfig {
                 .max_attachment_size
                 .unwrap_or(defaults.max_attachment_size),
             max_attachments: self.max_attachments.unwrap_or(defaults.max_attachments),
+            own_addresses: defaults.own_addresses.clone(),
         }
     }
 }

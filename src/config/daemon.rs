@@ -99,6 +99,17 @@ pub struct EmailConfig {
     /// At most this many attachments per message are stored; the rest are listed as omitted.
     #[serde(default = "default_max_attachments")]
     pub max_attachments: usize,
+    /// The centre's own addresses (inbound mailboxes, acknowledgement senders). Mail from them, or
+    /// with a Message-ID at their domains, is our own coming back: never a report.
+    #[serde(default, deserialize_with = "lowercase_list")]
+    pub own_addresses: Vec<String>,
+}
+
+fn lowercase_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    Ok(v.into_iter()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .collect())
 }
 
 impl Default for EmailConfig {
@@ -107,6 +118,7 @@ impl Default for EmailConfig {
             max_message_size: default_max_message_size(),
             max_attachment_size: default_max_attachment_size(),
             max_attachments: default_max_attachments(),
+            own_addresses: Vec::new(),
         }
     }
 }

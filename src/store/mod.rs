@@ -91,6 +91,11 @@ pub enum SubmissionBody {
     Quarantine {
         reason: String,
     },
+    /// Written by a machine: stored under its external id with the rule that matched.
+    Automated {
+        external_id: String,
+        rule: String,
+    },
     /// `phananh quarantine retry`: a quarantined inbox row parsed now.
     Retry {
         inbox_id: i64,
@@ -109,9 +114,20 @@ pub struct Receipt {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Created { report: ReportRef },
-    Duplicate { report: ReportRef, of: ReportRef },
-    Quarantined { reason: String },
+    Created {
+        report: ReportRef,
+    },
+    Duplicate {
+        report: ReportRef,
+        of: ReportRef,
+    },
+    Quarantined {
+        reason: String,
+    },
+    /// Stored, but not a report: mail written by a machine (`rule` says which signal).
+    Automated {
+        rule: String,
+    },
 }
 
 /// Handle to the store; cheap to clone.

@@ -3,8 +3,9 @@
 use rusqlite_migration::{M, Migrations};
 
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        r#"
+    Migrations::new(vec![
+        M::up(
+            r#"
         -- Every inbound item, raw, as it arrived: the evidence everything else is derived from.
         CREATE TABLE inbox (
             id           INTEGER PRIMARY KEY,
@@ -80,7 +81,10 @@ pub fn migrations() -> Migrations<'static> {
         CREATE INDEX outbox_due ON outbox (sink, state, next_attempt_ms, id);
         CREATE INDEX outbox_report ON outbox (sink, report_id, id);
         "#,
-    )])
+        ),
+        // Mail written by a machine: stored with the rule that matched, never a report.
+        M::up("ALTER TABLE inbox ADD COLUMN automated TEXT;"),
+    ])
 }
 
 #[cfg(test)]

@@ -203,6 +203,22 @@ fn submit(
                 redelivered: false,
             })
         }
+        SubmissionBody::Automated {
+            ref external_id,
+            ref rule,
+        } => {
+            if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
+                return Ok(r);
+            }
+            let inbox_id = insert_inbox(conn, &s, external_id, "stored", None, received_at)?;
+            conn.prepare_cached("UPDATE inbox SET automated = ?2 WHERE id = ?1")?
+                .execute(params![inbox_id, rule])?;
+            Ok(Receipt {
+                inbox_id,
+                outcome: Outcome::Automated { rule: rule.clone() },
+                redelivered: false,
+            })
+        }
         SubmissionBody::Report(ref draft) => {
             if let Some(r) = existing_receipt(conn, &s.channel, &draft.external_id)? {
                 return Ok(r);
@@ -243,7 +259,7 @@ fn submit(
                     Outcome::Created { report } | Outcome::Duplicate { report, .. } => {
                         report.id.clone()
                     }
-                    Outcome::Quarantined { .. } => {
+                    Outcome::Quarantined { .. } | Outcome::Automated { .. } => {
                         return Err(StoreError::Invalid(format!(
                             "inbox item {inbox_id} has the same external id as quarantined item {}; retry that one",
                             r.inbox_id
@@ -303,14 +319,22 @@ fn existing_receipt(
     channel: &str,
     key: &str,
 ) -> Result<Option<Receipt>, StoreError> {
-    let row: Option<(i64, String, Option<String>, Option<String>)> = conn
-        .prepare_cached("SELECT id, status, reason, report_id FROM inbox WHERE channel = ?1 AND external_id = ?2")?
-        .query_row(params![channel, key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+    type Row = (i64, String, Option<String>, Option<String>, Option<String>);
+    let row: Option<Row> = conn
+        .prepare_cached(
+            "SELECT id, status, reason, report_id, automated FROM inbox WHERE channel = ?1 AND external_id = ?2",
+        )?
+        .query_row(params![channel, key], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
         .optional()?;
-    let Some((inbox_id, status, reason, report_id)) = row else {
+    let Some((inbox_id, status, reason, report_id, automated)) = row else {
         return Ok(None);
     };
     let outcome = match (status.as_str(), report_id) {
+        (_, None) if automated.is_some() => Outcome::Automated {
+            rule: automated.unwrap_or_default(),
+        },
         ("quarantined", _) | (_, None) => Outcome::Quarantined {
             reason: reason.unwrap_or_default(),
         },

@@ -103,6 +103,15 @@ fn ingest_prints_one_line_per_file_and_re_ingest_is_idempotent() {
         .query_row("SELECT count(*) FROM reports", [], |r| r.get(0))
         .unwrap();
     assert_eq!(n, 12);
+    let automated: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM inbox WHERE automated IS NOT NULL AND report_id IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(automated, 3);
     assert_eq!(env.spool_events().len(), 11);
 }
 

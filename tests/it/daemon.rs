@@ -237,6 +237,41 @@ fn a_message_over_the_size_limit_is_set_aside_unread() {
 }
 
 #[test]
+fn machine_mail_is_stored_and_moved_but_never_reported() {
+    let env = Env::new("[email]\nown_addresses = [\"dttm@hue.example.vn\"]", "");
+    for (i, name) in ["13-auto-reply.eml", "14-bounce.eml", "15-mailing-list.eml"]
+        .iter()
+        .enumerate()
+    {
+        env.deliver(
+            &format!("170000000{i}.M{i}P1.mx"),
+            &std::fs::read(fixture(name)).unwrap(),
+        );
+    }
+    env.deliver("1700000009.M9P1.mx", &message(9));
+    let child = env.start();
+    let done = wait_for(Duration::from_secs(20), || {
+        env.count(&env.maildir().join("cur"), "") == 4 && env.spool_events().len() == 1
+    });
+    assert!(done, "{}", env.log());
+    stop(&env, child);
+    let rules: Vec<String> = env
+        .db()
+        .prepare("SELECT automated FROM inbox WHERE automated IS NOT NULL AND report_id IS NULL ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(rules.len(), 3, "{rules:?}");
+    assert!(
+        rules.contains(&"bounce".to_string()) && rules.contains(&"auto_submitted".to_string()),
+        "{rules:?}"
+    );
+    assert!(env.log().contains("automated=3"), "{}", env.log());
+}
+
+#[test]
 fn move_after_ingest_files_messages_into_the_named_folder() {
     let env = Env::new("", "after_ingest = \"move:.Processed\"");
     env.deliver("1700000000.M1P1.mx", &message(1));

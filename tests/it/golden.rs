@@ -3,21 +3,32 @@
 //! `UPDATE_GOLDEN=1 cargo test --test it golden` and review the diff like code.
 
 use super::common::all_fixtures;
-use phananh::channels::email::normalize;
+use phananh::channels::email::{Parsed, normalize, parse};
 use phananh::config::EmailConfig;
 
 fn render(raw: &[u8]) -> serde_json::Value {
-    match normalize(
+    match parse(
         raw,
-        &EmailConfig::default(),
+        &own_limits(),
         chrono_tz::Asia::Ho_Chi_Minh,
         "chua_phan_loai",
     ) {
-        Ok((draft, blobs)) => serde_json::json!({
+        Ok(Parsed::Report(draft, blobs)) => serde_json::json!({
             "draft": draft,
             "blobs": blobs.iter().map(|b| serde_json::json!({"sha256": b.sha256, "size": b.bytes.len()})).collect::<Vec<_>>(),
         }),
+        Ok(Parsed::Automated { rule, external_id }) => {
+            serde_json::json!({ "automated": rule, "external_id": external_id })
+        }
         Err(reject) => serde_json::json!({ "quarantined": reject.0 }),
+    }
+}
+
+/// The centre's own address, as the quick start configures it.
+fn own_limits() -> EmailConfig {
+    EmailConfig {
+        own_addresses: vec!["dttm@hue.example.vn".into()],
+        ..EmailConfig::default()
     }
 }
 
@@ -175,4 +186,36 @@ fn a_message_without_sender_is_quarantined() {
             .contains("no sender address"),
         "{got}"
     );
+}
+
+#[test]
+fn auto_replies_bounces_and_lists_are_never_reports() {
+    let rule = |name: &str| {
+        let raw = std::fs::read(super::common::fixture(name)).unwrap();
+        render(&raw)["automated"].as_str().map(str::to_string)
+    };
+    assert_eq!(rule("13-auto-reply.eml").as_deref(), Some("auto_submitted"));
+    assert_eq!(rule("14-bounce.eml").as_deref(), Some("bounce"));
+    assert_eq!(rule("15-mailing-list.eml").as_deref(), Some("precedence"));
+    // Our own acknowledgement coming back (the Message-ID is at our domain) is caught too.
+    let raw = std::fs::read(super::common::fixture("01-utf8-nfc.eml")).unwrap();
+    let text = String::from_utf8(raw)
+        .unwrap()
+        .replace("@mail.example.com>", "@hue.example.vn>");
+    let Ok(Parsed::Automated { rule: own, .. }) = parse(
+        text.as_bytes(),
+        &own_limits(),
+        chrono_tz::Asia::Ho_Chi_Minh,
+        "x",
+    ) else {
+        panic!("our own Message-ID must be recognised");
+    };
+    assert_eq!(own, "own_message_id");
+    for name in [
+        "01-utf8-nfc.eml",
+        "07-forwarded.eml",
+        "09-reply-quoting.eml",
+    ] {
+        assert_eq!(rule(name), None, "{name} is a person's mail");
+    }
 }

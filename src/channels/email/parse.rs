@@ -19,13 +19,58 @@ pub struct Reject(pub String);
 /// Titles longer than this are cut at a word boundary; the full text stays in the description.
 const MAX_TITLE_CHARS: usize = 160;
 
-/// Parses one message. `default_category` is what the report gets until rules say better.
+/// What a message is, for intake.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A citizen's mail: the report it makes and the attachments to keep.
+    Report(Box<Draft>, Vec<Blob>),
+    /// Written by a machine (auto-reply, bounce, list, our own mail): stored, never a report,
+    /// never answered. `rule` names the signal that matched.
+    Automated {
+        rule: &'static str,
+        external_id: String,
+    },
+}
+
+/// Classifies, then parses one message: what intake runs for every mail channel.
+pub fn parse(
+    raw: &[u8],
+    limits: &EmailConfig,
+    tz: chrono_tz::Tz,
+    default_category: &str,
+) -> Result<Parsed, Reject> {
+    let msg = open(raw, limits)?;
+    if let Some(rule) = super::automated::classify(&msg, &limits.own_addresses) {
+        return Ok(Parsed::Automated {
+            rule,
+            external_id: external_id(&msg, raw),
+        });
+    }
+    let (draft, blobs) = report(&msg, raw, limits, tz, default_category)?;
+    Ok(Parsed::Report(Box::new(draft), blobs))
+}
+
+/// The report one message makes, whoever wrote it. `default_category` is what the report gets
+/// until rules say better.
 pub fn normalize(
     raw: &[u8],
     limits: &EmailConfig,
     tz: chrono_tz::Tz,
     default_category: &str,
 ) -> Result<(Draft, Vec<Blob>), Reject> {
+    let msg = open(raw, limits)?;
+    report(&msg, raw, limits, tz, default_category)
+}
+
+/// Message-ID, or a hash of the bytes when there is none.
+fn external_id(msg: &mail_parser::Message<'_>, raw: &[u8]) -> String {
+    match msg.message_id() {
+        Some(id) if !id.trim().is_empty() => format!("<{}>", id.trim()),
+        _ => format!("sha256:{}", sha256_hex(raw)),
+    }
+}
+
+fn open<'a>(raw: &'a [u8], limits: &EmailConfig) -> Result<mail_parser::Message<'a>, Reject> {
     if raw.len() as u64 > limits.max_message_size {
         return Err(Reject(format!(
             "message is {}, over max_message_size {}; raw kept, raise the limit and run `phananh quarantine retry`",
@@ -41,7 +86,16 @@ pub fn normalize(
             "not an e-mail message: no header block could be parsed".into(),
         ));
     }
+    Ok(msg)
+}
 
+fn report(
+    msg: &mail_parser::Message<'_>,
+    raw: &[u8],
+    limits: &EmailConfig,
+    tz: chrono_tz::Tz,
+    default_category: &str,
+) -> Result<(Draft, Vec<Blob>), Reject> {
     let from = msg.from().and_then(|a| a.first());
     let email = from
         .and_then(|a| a.address())
@@ -59,10 +113,10 @@ pub fn normalize(
         .subject()
         .map(text::strip_subject_prefixes)
         .unwrap_or_default();
-    let full_text = text::clean_text(&body_text(&msg));
+    let full_text = text::clean_text(&body_text(msg));
     let split = text::split_reply(&full_text);
 
-    let (media, omitted, blobs, location) = attachments(&msg, limits, tz);
+    let (media, omitted, blobs, location) = attachments(msg, limits, tz);
     if title.is_empty() && split.body.is_empty() && media.is_empty() && omitted.is_empty() {
         return Err(Reject(
             "empty message: no subject, no text and no attachments".into(),
@@ -83,10 +137,7 @@ pub fn normalize(
         ..Reporter::default()
     };
 
-    let external_id = match msg.message_id() {
-        Some(id) if !id.trim().is_empty() => format!("<{}>", id.trim()),
-        _ => format!("sha256:{}", sha256_hex(raw)),
-    };
+    let external_id = external_id(msg, raw);
     let submitted_at = msg.date().and_then(|d| {
         DateTime::from_timestamp(d.to_timestamp(), 0).map(|t| t.with_timezone(&tz).fixed_offset())
     });

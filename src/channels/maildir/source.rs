@@ -26,6 +26,8 @@ struct Tally {
     created: usize,
     duplicates: usize,
     quarantined: usize,
+    /// Written by a machine: stored, not a report.
+    automated: usize,
     /// Received before and now moved out of new/ (a crash had come between commit and move).
     redelivered: usize,
     vanished: usize,
@@ -38,7 +40,7 @@ struct Tally {
 impl Tally {
     /// Messages that left new/ in this pass.
     fn progress(&self) -> usize {
-        self.created + self.duplicates + self.quarantined + self.redelivered
+        self.created + self.duplicates + self.quarantined + self.automated + self.redelivered
     }
 }
 
@@ -105,6 +107,7 @@ pub async fn run(
                     created = tally.created,
                     duplicates = tally.duplicates,
                     quarantined = tally.quarantined,
+                    automated = tally.automated,
                     redelivered = tally.redelivered,
                     "Ingested messages."
                 );
@@ -234,6 +237,7 @@ fn count(
             Outcome::Created { .. } => t.created += 1,
             Outcome::Duplicate { .. } => t.duplicates += 1,
             Outcome::Quarantined { .. } => t.quarantined += 1,
+            Outcome::Automated { .. } => t.automated += 1,
         },
         Ok(Done::Vanished) => t.vanished += 1,
         Ok(Done::Failed) | Err(_) => t.failed += 1,
