@@ -158,6 +158,10 @@ fn describe(r: &Receipt) -> String {
             report.tracking_code, of.tracking_code
         ),
         Outcome::Quarantined { reason } => format!("quarantined #{}: {reason}", r.inbox_id),
+        Outcome::FollowUp { report } => format!(
+            "follow-up to {}: added to that report (same reporter)",
+            report.tracking_code
+        ),
         Outcome::Automated { rule } => {
             format!(
                 "automated mail ({rule}) #{}: stored, not a report, not answered",

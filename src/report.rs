@@ -71,6 +71,17 @@ pub struct Report {
     pub duplicate_of: Option<ReportRef>,
     pub related: Vec<Related>,
     pub follow_up_of: Option<ReportRef>,
+    /// In a `report.updated` event: what the follow-up added. The report's own fields already
+    /// include it (its media are merged in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<Update>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Update {
+    pub received_at: String,
+    pub description: String,
+    pub media: Vec<Media>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

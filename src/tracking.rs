@@ -36,8 +36,38 @@ pub fn parse(prefix: &str, input: &str) -> Option<String> {
     Some(format!("{prefix}-{}-{}", &body[..4], &body[4..]))
 }
 
+/// Every tracking code of any prefix in `text` (a subject, a Message-ID list), canonical and in
+/// order. Whether one is ours and live is for the store to say.
+pub fn find_codes(text: &str) -> Vec<String> {
+    static CODE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"(?i)\b([A-Z0-9]{1,6})-([2-9A-HJKMNP-TV-Z]{4})-([2-9A-HJKMNP-TV-Z]{4})\b",
+        )
+        .expect("valid regex")
+    });
+    let mut out: Vec<String> = Vec::new();
+    for c in CODE.captures_iter(text) {
+        let code = format!("{}-{}-{}", &c[1], &c[2], &c[3]).to_uppercase();
+        if !out.contains(&code) {
+            out.push(code);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn codes_are_found_in_subjects_and_message_ids() {
+        assert_eq!(
+            super::find_codes(
+                "Re: [pa-7k3m-q2xd] Ổ gà; <PA-7K3M-Q2XD.2026@hue.example.vn> <PA-2H6J-W8ZB.1@x>"
+            ),
+            vec!["PA-7K3M-Q2XD".to_string(), "PA-2H6J-W8ZB".to_string()]
+        );
+        assert!(super::find_codes("số nhà 12-3456-7890, PA-0000-OOOO").is_empty());
+    }
+
     use super::*;
 
     #[test]

@@ -29,6 +29,9 @@ pub struct Draft {
     /// `dedupe_key()`, computed by the parser off the writer thread: folding is a third of the
     /// writer's CPU per report when done inside the transaction.
     pub text_key: Option<String>,
+    /// Tracking codes the message cites (subject, In-Reply-To, References): a follow-up if one is
+    /// a live report of the same reporter.
+    pub cites: Vec<String>,
 }
 
 impl Draft {

@@ -128,6 +128,10 @@ pub enum Outcome {
     Automated {
         rule: String,
     },
+    /// The reporter answered with their tracking code: added to that report (`report.updated`).
+    FollowUp {
+        report: ReportRef,
+    },
 }
 
 /// Handle to the store; cheap to clone.

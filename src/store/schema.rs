@@ -84,6 +84,21 @@ pub fn migrations() -> Migrations<'static> {
         ),
         // Mail written by a machine: stored with the rule that matched, never a report.
         M::up("ALTER TABLE inbox ADD COLUMN automated TEXT;"),
+        // A follow-up (a reporter answering with their code) joins the report it cites.
+        M::up(
+            r#"
+            ALTER TABLE inbox ADD COLUMN follow_up INTEGER NOT NULL DEFAULT 0;
+            CREATE TABLE updates (
+                id           INTEGER PRIMARY KEY,
+                report_id    TEXT NOT NULL REFERENCES reports (id),
+                inbox_id     INTEGER NOT NULL REFERENCES inbox (id),
+                received_at  TEXT NOT NULL,
+                description  TEXT NOT NULL,
+                media        TEXT NOT NULL
+            );
+            CREATE INDEX updates_report ON updates (report_id, id);
+            "#,
+        ),
     ])
 }
 

@@ -4,7 +4,7 @@
 
 use super::{Outcome, Receipt, StoreError, StoreSettings, Submission, SubmissionBody};
 use crate::pipeline::Draft;
-use crate::report::{ChannelRef, Event, EventType, Report, ReportRef, SCHEMA};
+use crate::report::{ChannelRef, Event, EventType, Related, Report, ReportRef, SCHEMA, Update};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -86,7 +86,7 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
             Command::Submit(s, reply) => {
                 let r = submit(&sp, settings, *s, now);
                 if let Ok(Receipt {
-                    outcome: Outcome::Created { .. },
+                    outcome: Outcome::Created { .. } | Outcome::FollowUp { .. },
                     redelivered: false,
                     ..
                 }) = &r
@@ -256,9 +256,9 @@ fn submit(
                 && r.inbox_id != inbox_id
             {
                 let report_id = match &r.outcome {
-                    Outcome::Created { report } | Outcome::Duplicate { report, .. } => {
-                        report.id.clone()
-                    }
+                    Outcome::Created { report }
+                    | Outcome::Duplicate { report, .. }
+                    | Outcome::FollowUp { report } => report.id.clone(),
                     Outcome::Quarantined { .. } | Outcome::Automated { .. } => {
                         return Err(StoreError::Invalid(format!(
                             "inbox item {inbox_id} has the same external id as quarantined item {}; retry that one",
@@ -319,19 +319,37 @@ fn existing_receipt(
     channel: &str,
     key: &str,
 ) -> Result<Option<Receipt>, StoreError> {
-    type Row = (i64, String, Option<String>, Option<String>, Option<String>);
+    type Row = (
+        i64,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        bool,
+    );
     let row: Option<Row> = conn
         .prepare_cached(
-            "SELECT id, status, reason, report_id, automated FROM inbox WHERE channel = ?1 AND external_id = ?2",
+            "SELECT id, status, reason, report_id, automated, follow_up FROM inbox WHERE channel = ?1 AND external_id = ?2",
         )?
         .query_row(params![channel, key], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
         })
         .optional()?;
-    let Some((inbox_id, status, reason, report_id, automated)) = row else {
+    let Some((inbox_id, status, reason, report_id, automated, follow_up)) = row else {
         return Ok(None);
     };
     let outcome = match (status.as_str(), report_id) {
+        (_, Some(id)) if follow_up => {
+            let code: String = conn
+                .prepare_cached("SELECT tracking_code FROM reports WHERE id = ?1")?
+                .query_row([&id], |r| r.get(0))?;
+            Outcome::FollowUp {
+                report: ReportRef {
+                    id,
+                    tracking_code: code,
+                },
+            }
+        }
         (_, None) if automated.is_some() => Outcome::Automated {
             rule: automated.unwrap_or_default(),
         },
@@ -414,6 +432,20 @@ fn store_report(
         None => None,
     };
 
+    // A message citing a live report: the same reporter's is a follow-up to it; anyone else's
+    // becomes a new report that points at it (a stranger who quotes a code never joins it).
+    let mut related = Vec::new();
+    if let Some(target) = cited_report(conn, &draft.cites)? {
+        if reporter_id.is_some() && target.reporter_id == reporter_id {
+            return follow_up(conn, settings, s, inbox_id, draft, target, now);
+        }
+        related.push(Related {
+            tracking_code: target.tracking_code,
+            reason: "cites_code".into(),
+            score: 1.0,
+        });
+    }
+
     let text_key = draft.text_key.clone();
     let duplicate_of: Option<ReportRef> = match (reporter_id, &text_key) {
         (Some(rid), Some(key)) => {
@@ -473,8 +505,9 @@ fn store_report(
         media: draft.media.clone(),
         omitted_media: draft.omitted_media.clone(),
         duplicate_of: duplicate_of.clone(),
-        related: Vec::new(),
+        related,
         follow_up_of: None,
+        update: None,
     };
     let event_type = if duplicate_of.is_some() {
         EventType::Duplicate
@@ -531,24 +564,144 @@ fn store_report(
             of,
         }),
         None => {
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO outbox (event_id, event_type, report_id, sink, payload, next_attempt_ms, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            enqueue(
+                conn,
+                settings,
+                &event.event_id,
+                event_type,
+                &id,
+                &event_json,
+                now,
             )?;
-            for (sink, _) in &settings.sinks {
-                insert.execute(params![
-                    event.event_id,
-                    event_type.as_str(),
-                    id,
-                    sink,
-                    event_json,
-                    now.timestamp_millis(),
-                    stamp
-                ])?;
-            }
             Ok(Outcome::Created { report: report_ref })
         }
     }
+}
+
+/// One outbox row per sink for an event, in the caller's transaction.
+fn enqueue(
+    conn: &Connection,
+    settings: &StoreSettings,
+    event_id: &str,
+    event_type: EventType,
+    report_id: &str,
+    json: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), StoreError> {
+    let stamp = rfc3339(now.with_timezone(&settings.tz).fixed_offset());
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO outbox (event_id, event_type, report_id, sink, payload, next_attempt_ms, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    for (sink, _) in &settings.sinks {
+        insert.execute(params![
+            event_id,
+            event_type.as_str(),
+            report_id,
+            sink,
+            json,
+            now.timestamp_millis(),
+            stamp
+        ])?;
+    }
+    Ok(())
+}
+
+struct Cited {
+    id: String,
+    tracking_code: String,
+    reporter_id: Option<i64>,
+    event_json: String,
+}
+
+/// The first cited code that names a stored report (a duplicate stands for its original).
+fn cited_report(conn: &Connection, codes: &[String]) -> Result<Option<Cited>, StoreError> {
+    for code in codes {
+        let row: Option<(String, Option<String>)> = conn
+            .prepare_cached("SELECT id, duplicate_of FROM reports WHERE tracking_code = ?1")?
+            .query_row([code], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        if let Some((id, dup)) = row {
+            let id = dup.unwrap_or(id);
+            return Ok(Some(
+                conn.prepare_cached(
+                    "SELECT id, tracking_code, reporter_id, event_json FROM reports WHERE id = ?1",
+                )?
+                .query_row([&id], |r| {
+                    Ok(Cited {
+                        id: r.get(0)?,
+                        tracking_code: r.get(1)?,
+                        reporter_id: r.get(2)?,
+                        event_json: r.get(3)?,
+                    })
+                })?,
+            ));
+        }
+    }
+    Ok(None)
+}
+
+/// Adds a follow-up to the report it cites: its text and media are recorded, the media join the
+/// report, and a `report.updated` event is queued (after the report's own events, per sink).
+fn follow_up(
+    conn: &Connection,
+    settings: &StoreSettings,
+    s: &Submission,
+    inbox_id: i64,
+    draft: &Draft,
+    target: Cited,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, StoreError> {
+    let received_at = rfc3339(s.received_at);
+    let media_json =
+        serde_json::to_string(&draft.media).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    conn.prepare_cached(
+        "INSERT INTO updates (report_id, inbox_id, received_at, description, media) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![target.id, inbox_id, received_at, draft.description, media_json])?;
+    let update_id = conn.last_insert_rowid();
+    conn.prepare_cached("UPDATE inbox SET report_id = ?2, follow_up = 1 WHERE id = ?1")?
+        .execute(params![inbox_id, target.id])?;
+
+    let mut event: Event = serde_json::from_str(&target.event_json)
+        .map_err(|e| StoreError::Invalid(format!("stored event is unreadable: {e}")))?;
+    for m in &draft.media {
+        if !event.report.media.iter().any(|x| x.sha256 == m.sha256) {
+            event.report.media.push(m.clone());
+        }
+    }
+    event
+        .report
+        .omitted_media
+        .extend(draft.omitted_media.iter().cloned());
+    if event.report.location.is_none() {
+        event.report.location = draft.location.clone();
+    }
+    event.event = EventType::Updated;
+    event.event_id = format!("{}.updated.{update_id}", target.id);
+    event.report.update = Some(Update {
+        received_at,
+        description: draft.description.clone(),
+        media: draft.media.clone(),
+    });
+    let json = serde_json::to_string(&event).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    conn.prepare_cached("UPDATE reports SET event_json = ?2 WHERE id = ?1")?
+        .execute(params![target.id, json])?;
+    enqueue(
+        conn,
+        settings,
+        &event.event_id,
+        EventType::Updated,
+        &target.id,
+        &json,
+        now,
+    )?;
+    Ok(Outcome::FollowUp {
+        report: ReportRef {
+            id: target.id,
+            tracking_code: target.tracking_code,
+        },
+    })
 }
 
 fn deliveries(

@@ -6,6 +6,7 @@ mod cli;
 mod common;
 mod crash;
 mod daemon;
+mod followup;
 mod golden;
 mod hostile;
 mod outbox;

@@ -162,12 +162,26 @@ fn report(
         media,
         omitted_media: omitted,
         text_key: None,
+        cites: cited_codes(msg),
     };
     let draft = Draft {
         text_key: draft.dedupe_key(),
         ..draft
     };
     Ok((draft, blobs))
+}
+
+/// Tracking codes in the subject and in the ids this message answers (our acknowledgements carry
+/// the code in their Message-ID), subject first.
+fn cited_codes(msg: &mail_parser::Message<'_>) -> Vec<String> {
+    let mut text = msg.subject().unwrap_or_default().to_string();
+    for h in ["In-Reply-To", "References"] {
+        if let Some(v) = msg.header_raw(h) {
+            text.push(' ');
+            text.push_str(v);
+        }
+    }
+    crate::tracking::find_codes(&text)
 }
 
 /// A Date header from before e-mail reached Vietnam or from the future is a broken clock, not a

@@ -28,6 +28,8 @@ struct Tally {
     quarantined: usize,
     /// Written by a machine: stored, not a report.
     automated: usize,
+    /// Added to the report they cite.
+    follow_ups: usize,
     /// Received before and now moved out of new/ (a crash had come between commit and move).
     redelivered: usize,
     vanished: usize,
@@ -40,7 +42,12 @@ struct Tally {
 impl Tally {
     /// Messages that left new/ in this pass.
     fn progress(&self) -> usize {
-        self.created + self.duplicates + self.quarantined + self.automated + self.redelivered
+        self.created
+            + self.duplicates
+            + self.quarantined
+            + self.automated
+            + self.follow_ups
+            + self.redelivered
     }
 }
 
@@ -108,6 +115,7 @@ pub async fn run(
                     duplicates = tally.duplicates,
                     quarantined = tally.quarantined,
                     automated = tally.automated,
+                    follow_ups = tally.follow_ups,
                     redelivered = tally.redelivered,
                     "Ingested messages."
                 );
@@ -238,6 +246,7 @@ fn count(
             Outcome::Duplicate { .. } => t.duplicates += 1,
             Outcome::Quarantined { .. } => t.quarantined += 1,
             Outcome::Automated { .. } => t.automated += 1,
+            Outcome::FollowUp { .. } => t.follow_ups += 1,
         },
         Ok(Done::Vanished) => t.vanished += 1,
         Ok(Done::Failed) | Err(_) => t.failed += 1,
