@@ -161,6 +161,9 @@ impl Report {
         self.title = redact(&self.title);
         self.description = redact(&self.description);
         self.quoted = self.quoted.as_deref().map(redact);
+        if let Some(u) = &mut self.update {
+            u.description = redact(&u.description);
+        }
     }
 }
 

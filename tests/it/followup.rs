@@ -100,6 +100,53 @@ fn the_reporters_reply_with_a_photo_joins_their_report() {
 }
 
 #[test]
+fn a_masked_sink_does_not_see_the_number_in_a_follow_up() {
+    let env = Env::new(
+        "[sinks.masked]\nkind = \"spool\"\ndir = \"masked\"\ncontact = \"masked\"",
+        "",
+    );
+    let out = env.cli_ok(&[
+        "ingest",
+        "--channel",
+        "mail",
+        fixture("01-utf8-nfc.eml").to_str().unwrap(),
+    ]);
+    let code = out
+        .split_whitespace()
+        .find(|w| w.starts_with("PA-"))
+        .unwrap()
+        .to_string();
+    ingest(
+        &env,
+        "f.eml",
+        &reply(
+            "an.nguyen@example.com",
+            &code,
+            "Gọi tôi: 0914 567 890.",
+            false,
+        ),
+    );
+    let dir = env.path("state/masked");
+    let texts: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(texts.len(), 2);
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("\"update\"") && t.contains("09******90")),
+        "{texts:?}"
+    );
+    assert!(
+        texts.iter().all(|t| !t.contains("0914 567 890")),
+        "{texts:?}"
+    );
+}
+
+#[test]
 fn a_stranger_citing_a_code_gets_a_new_report_linked_to_it() {
     let env = Env::new("", "");
     let out = env.cli_ok(&[
