@@ -166,10 +166,11 @@ async fn reload(
     let (mut added, mut removed, mut changed) = (0, 0, 0);
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
-        let keep = new
-            .channels
-            .get(&name)
-            .is_some_and(|c| *c == running[&name].config);
+        // Channels with credentials restart on every reload: that re-reads their secret files,
+        // which is how an operator recovers a channel whose login was refused.
+        let keep = new.channels.get(&name).is_some_and(|c| {
+            *c == running[&name].config && c.kind() != crate::config::ChannelKind::Imap
+        });
         if !keep && let Some(r) = running.remove(&name) {
             r.cancel.cancel();
             if new.channels.contains_key(&name) {

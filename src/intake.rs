@@ -144,7 +144,9 @@ impl Intake {
         let media = self.media.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Outcome, std::io::Error> {
             let parsed = match kind {
-                ChannelKind::Maildir => email::parse(&raw, &rules.email, tz, &default_category),
+                ChannelKind::Maildir | ChannelKind::Imap => {
+                    email::parse(&raw, &rules.email, tz, &default_category)
+                }
             };
             Ok(match parsed {
                 Ok(email::Parsed::Report(draft, blobs)) => {

@@ -2,6 +2,7 @@
 //! the [`Envelope`] a channel hands to intake, and the supervisor that keeps a channel running.
 
 pub mod email;
+pub mod imap;
 pub mod maildir;
 
 use crate::config::{ChannelConfig, ChannelKind, ChannelSettings};
@@ -29,6 +30,9 @@ pub async fn supervise(channel: ChannelConfig, intake: Arc<Intake>, cancel: Canc
             ChannelSettings::Maildir(cfg) => {
                 maildir::run(&channel.name, cfg, intake.clone(), cancel.clone()).await
             }
+            ChannelSettings::Imap(cfg) => {
+                imap::run(&channel.name, cfg, intake.clone(), cancel.clone()).await
+            }
         };
         if cancel.is_cancelled() {
             return;
@@ -45,7 +49,7 @@ pub async fn supervise(channel: ChannelConfig, intake: Arc<Intake>, cancel: Canc
                 tracing::warn!(channel = %channel.name, retry_in = ?delay, "Channel stopped; restarting.")
             }
             Err(e) => {
-                tracing::warn!(channel = %channel.name, retry_in = ?delay, error = %e, "Channel failed; restarting.")
+                tracing::warn!(channel = %channel.name, retry_in = ?delay, error = format!("{e:#}"), "Channel failed; restarting.")
             }
         }
         tokio::select! {

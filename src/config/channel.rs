@@ -9,14 +9,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ChannelKind {
     Maildir,
+    Imap,
 }
 
 impl ChannelKind {
-    pub const ALL: &[ChannelKind] = &[ChannelKind::Maildir];
+    pub const ALL: &[ChannelKind] = &[ChannelKind::Maildir, ChannelKind::Imap];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Maildir => "maildir",
+            ChannelKind::Imap => "imap",
         }
     }
 
@@ -26,7 +28,7 @@ impl ChannelKind {
 
     /// True for kinds whose payload is an RFC 5322 message.
     pub fn is_email(self) -> bool {
-        matches!(self, ChannelKind::Maildir)
+        matches!(self, ChannelKind::Maildir | ChannelKind::Imap)
     }
 }
 
@@ -48,6 +50,7 @@ impl ChannelConfig {
     pub fn kind(&self) -> ChannelKind {
         match self.settings {
             ChannelSettings::Maildir(_) => ChannelKind::Maildir,
+            ChannelSettings::Imap(_) => ChannelKind::Imap,
         }
     }
 }
@@ -55,6 +58,7 @@ impl ChannelConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChannelSettings {
     Maildir(MaildirConfig),
+    Imap(ImapConfig),
 }
 
 /// What to do with a message once it is committed.
@@ -138,4 +142,164 @@ fn default_scan_interval() -> Duration {
 }
 fn default_concurrency() -> usize {
     32
+}
+
+/// How the IMAP connection is protected.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (port 993).
+    #[default]
+    Implicit,
+    /// Plain greeting, then STARTTLS (port 143).
+    Starttls,
+    /// No TLS: only to a loopback address, unless `allow_insecure = true`.
+    None,
+}
+
+/// What happens to a message on the server once it is committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImapAfter {
+    /// Move it to this folder (created if missing).
+    Move(String),
+    /// Leave it, flagged `$PhananhIngested` and `\Seen`.
+    Flag,
+}
+
+impl<'de> Deserialize<'de> for ImapAfter {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s == "flag" {
+            return Ok(ImapAfter::Flag);
+        }
+        match s.strip_prefix("move:") {
+            Some(folder) if !folder.trim().is_empty() => Ok(ImapAfter::Move(folder.to_string())),
+            _ => Err(serde::de::Error::custom(format!(
+                "invalid after_ingest {s:?}; write \"move:Processed\" or \"flag\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub kind: String,
+    pub host: String,
+    /// Defaults to 993 for `tls = "implicit"`, 143 otherwise.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: TlsMode,
+    /// Allows `tls = "none"` to a host that is not loopback (credentials cross the network in clear).
+    #[serde(default)]
+    pub allow_insecure: bool,
+    /// PEM file with the CA that signed a private server certificate (added to the public roots).
+    pub ca_file: Option<PathBuf>,
+    pub username: String,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    #[serde(default = "default_mailbox")]
+    pub mailbox: String,
+    #[serde(default = "default_imap_after")]
+    pub after_ingest: ImapAfter,
+    /// How often to look for mail when the server has no IDLE (and the catch-up poll while idling).
+    #[serde(
+        default = "default_poll_interval",
+        deserialize_with = "units::duration"
+    )]
+    pub poll_interval: Duration,
+    /// Use IDLE when the server offers it.
+    #[serde(default = "default_true")]
+    pub idle: bool,
+    /// Messages fetched per round trip.
+    #[serde(default = "default_imap_batch")]
+    pub batch: usize,
+    /// Connect, login and command timeout.
+    #[serde(default = "default_imap_timeout", deserialize_with = "units::duration")]
+    pub timeout: Duration,
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_message_size: Option<u64>,
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_attachment_size: Option<u64>,
+    pub max_attachments: Option<usize>,
+}
+
+impl ImapConfig {
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(if self.tls == TlsMode::Implicit {
+            993
+        } else {
+            143
+        })
+    }
+
+    /// The password reference (validated: exactly one is set).
+    pub fn password(&self) -> super::secrets::SecretRef {
+        match (&self.password_file, &self.password_env) {
+            (Some(p), _) => super::secrets::SecretRef::File(p.clone()),
+            (None, Some(v)) => super::secrets::SecretRef::Env(v.clone()),
+            (None, None) => super::secrets::SecretRef::Env(String::new()),
+        }
+    }
+
+    pub fn limits(&self, defaults: &super::EmailConfig) -> super::EmailConfig {
+        super::EmailConfig {
+            max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
+            max_attachment_size: self
+                .max_attachment_size
+                .unwrap_or(defaults.max_attachment_size),
+            max_attachments: self.max_attachments.unwrap_or(defaults.max_attachments),
+            own_addresses: defaults.own_addresses.clone(),
+        }
+    }
+
+    /// Problems serde cannot see, as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        match (&self.password_file, &self.password_env) {
+            (Some(_), Some(_)) => out.push(("password_file", "set password_file or password_env, not both".to_string())),
+            (None, None) => out.push(("username", "no password: add password_file = \"/etc/phananh/secrets/imap\" or password_env = \"VARIABLE\"".to_string())),
+            _ => {}
+        }
+        let loopback = matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1")
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|a| a.is_loopback());
+        if self.tls == TlsMode::None && !loopback && !self.allow_insecure {
+            out.push(("tls", format!(
+                "tls = \"none\" would send the password to {} in clear; use \"implicit\" or \"starttls\", or set allow_insecure = true",
+                self.host
+            )));
+        }
+        if self.batch == 0 {
+            out.push(("batch", "batch must be at least 1".to_string()));
+        }
+        if self.poll_interval.is_zero() {
+            out.push((
+                "poll_interval",
+                "poll_interval must be more than 0s".to_string(),
+            ));
+        }
+        out
+    }
+}
+
+fn default_mailbox() -> String {
+    "INBOX".into()
+}
+fn default_imap_after() -> ImapAfter {
+    ImapAfter::Move("Processed".into())
+}
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_true() -> bool {
+    true
+}
+fn default_imap_batch() -> usize {
+    100
+}
+fn default_imap_timeout() -> Duration {
+    Duration::from_secs(30)
 }

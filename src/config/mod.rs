@@ -10,7 +10,10 @@ mod error;
 pub mod secrets;
 pub mod units;
 
-pub use channel::{AfterIngest, ChannelConfig, ChannelKind, ChannelSettings, MaildirConfig};
+pub use channel::{
+    AfterIngest, ChannelConfig, ChannelKind, ChannelSettings, ImapAfter, ImapConfig, MaildirConfig,
+    TlsMode,
+};
 pub use daemon::{
     CategoryConfig, ContactPolicy, DaemonConfig, DedupeConfig, EmailConfig, ForwardConfig,
     SinkConfig, SinkKind, StoreConfig,
@@ -46,6 +49,7 @@ impl Config {
     pub fn email_limits(&self, channel: &ChannelConfig) -> EmailConfig {
         match &channel.settings {
             ChannelSettings::Maildir(m) => m.limits(&self.daemon.email),
+            ChannelSettings::Imap(m) => m.limits(&self.daemon.email),
         }
     }
 
@@ -391,6 +395,20 @@ fn load_channel(path: &Path) -> Result<ChannelConfig, Vec<ConfigError>> {
                     ));
                 }
                 Some(ChannelSettings::Maildir(m))
+            }
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
+        Some(ChannelKind::Imap) => match parse_file::<ImapConfig>(path) {
+            Ok((text, _, mut m)) => {
+                m.ca_file = m.ca_file.map(|p| resolve(base, &p));
+                m.password_file = m.password_file.map(|p| resolve(base, &p));
+                for (key, msg) in m.problems() {
+                    errors.push(ConfigError::at_key(path, &text, key, msg));
+                }
+                Some(ChannelSettings::Imap(m))
             }
             Err(e) => {
                 errors.extend(e);

@@ -22,7 +22,9 @@ fn a_minimal_config_loads_with_defaults_and_resolved_paths() {
     assert_eq!(c.tz, chrono_tz::Asia::Ho_Chi_Minh);
     let mail = &c.channels["mail"];
     assert_eq!(mail.kind(), ChannelKind::Maildir);
-    let ChannelSettings::Maildir(m) = &mail.settings;
+    let ChannelSettings::Maildir(m) = &mail.settings else {
+        panic!("maildir expected")
+    };
     assert_eq!(m.path, dir.path().join("Maildir"));
     assert_eq!(m.after_ingest, AfterIngest::Seen);
     assert_eq!(
@@ -144,14 +146,16 @@ fn the_reference_files_and_readme_match_the_code() {
         }
     }
     collect(&annotated.parse::<toml::Table>().unwrap(), &mut keys);
-    let channel = fs::read_to_string(root.join("channels/mail.toml")).unwrap();
-    let uncommented: String = channel
-        .lines()
-        .map(|l| l.trim_start_matches("# "))
-        .filter(|l| l.contains(" = "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    collect(&uncommented.parse::<toml::Table>().unwrap(), &mut keys);
+    for file in ["channels/mail.toml", "channels/imap.toml.example"] {
+        let channel = fs::read_to_string(root.join(file)).unwrap();
+        let uncommented: String = channel
+            .lines()
+            .map(|l| l.trim_start_matches("# "))
+            .filter(|l| l.contains(" = "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        collect(&uncommented.parse::<toml::Table>().unwrap(), &mut keys);
+    }
     let undocumented: Vec<&String> = keys
         .iter()
         .filter(|k| *k != "spool")

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use writer::Delivery;
+pub use writer::{Cursor, Delivery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -192,6 +192,16 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(writer::Command::Requeue(ids, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records an IMAP channel's position (everything up to `last_uid` is stored).
+    pub async fn set_cursor(&self, cursor: Cursor) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::Cursor(cursor, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

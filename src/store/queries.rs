@@ -214,3 +214,18 @@ pub fn outbox_counts(conn: &Connection) -> Result<Vec<(String, String, i64)>, St
 pub fn count(conn: &Connection, sql: &str) -> Result<i64, StoreError> {
     Ok(conn.query_row(sql, [], |r| r.get(0))?)
 }
+
+/// An IMAP channel's stored position in a mailbox: (uidvalidity, last_uid).
+pub fn imap_cursor(
+    conn: &Connection,
+    channel: &str,
+    mailbox: &str,
+) -> Result<Option<(u32, u32)>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT uidvalidity, last_uid FROM imap_cursors WHERE channel = ?1 AND mailbox = ?2",
+            params![channel, mailbox],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?)
+}

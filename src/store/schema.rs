@@ -99,6 +99,18 @@ pub fn migrations() -> Migrations<'static> {
             CREATE INDEX updates_report ON updates (report_id, id);
             "#,
         ),
+        // Where each IMAP channel is in each mailbox: UIDs up to last_uid are stored.
+        M::up(
+            r#"
+            CREATE TABLE imap_cursors (
+                channel     TEXT NOT NULL,
+                mailbox     TEXT NOT NULL,
+                uidvalidity INTEGER NOT NULL,
+                last_uid    INTEGER NOT NULL,
+                PRIMARY KEY (channel, mailbox)
+            );
+            "#,
+        ),
     ])
 }
 

@@ -14,6 +14,16 @@ pub enum Command {
     Submit(Box<Submission>, Reply<Receipt>),
     Deliveries(Vec<(i64, Delivery)>, Reply<()>),
     Requeue(Option<Vec<i64>>, Reply<usize>),
+    Cursor(Cursor, Reply<()>),
+}
+
+/// An IMAP channel's position in a mailbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    pub channel: String,
+    pub mailbox: String,
+    pub uidvalidity: u32,
+    pub last_uid: u32,
 }
 
 /// What a sink made of one outbox row.
@@ -98,6 +108,7 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
             Command::Deliveries(list, reply) => {
                 Pending::Deliveries(reply, deliveries(&sp, &list, now))
             }
+            Command::Cursor(c, reply) => Pending::Deliveries(reply, set_cursor(&sp, &c)),
             Command::Requeue(ids, reply) => {
                 let r = requeue(&sp, ids.as_deref(), now);
                 if matches!(r, Ok(n) if n > 0) {
@@ -174,7 +185,17 @@ fn fail(cmd: Command, msg: &str) {
         Command::Submit(_, r) => drop(r.send(Err(err()))),
         Command::Deliveries(_, r) => drop(r.send(Err(err()))),
         Command::Requeue(_, r) => drop(r.send(Err(err()))),
+        Command::Cursor(_, r) => drop(r.send(Err(err()))),
     }
+}
+
+fn set_cursor(conn: &Connection, c: &Cursor) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO imap_cursors (channel, mailbox, uidvalidity, last_uid) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (channel, mailbox) DO UPDATE SET uidvalidity = excluded.uidvalidity, last_uid = excluded.last_uid",
+    )?
+    .execute(params![c.channel, c.mailbox, c.uidvalidity, c.last_uid])?;
+    Ok(())
 }
 
 fn rfc3339(t: chrono::DateTime<chrono::FixedOffset>) -> String {

@@ -9,6 +9,7 @@ mod daemon;
 mod followup;
 mod golden;
 mod hostile;
+mod imap;
 mod outbox;
 mod schema;
 mod systemd;

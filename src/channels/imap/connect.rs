@@ -1,0 +1,122 @@
+//! Opening an authenticated session: TCP, then TLS (implicit or STARTTLS) with rustls on ring,
+//! then LOGIN.
+
+use crate::config::{ImapConfig, TlsMode};
+use anyhow::{Context, bail};
+use async_imap::Session;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Either a TLS or a plain stream, so one session type serves every `tls` mode.
+pub trait ImapStream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> ImapStream for T {}
+
+pub type ImapSession = Session<Box<dyn ImapStream>>;
+
+/// Why a connection attempt failed: the operator must act only on the first kind.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the server refused the credentials: {0}")]
+    Rejected(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub async fn open(cfg: &ImapConfig, password: &str) -> Result<ImapSession, ConnectError> {
+    let stream = tokio::time::timeout(cfg.timeout, stream(cfg))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out connecting to {}:{}", cfg.host, cfg.port()))??;
+    let mut client = async_imap::Client::new(stream);
+    if cfg.tls != TlsMode::Starttls {
+        // After STARTTLS there is no second greeting; otherwise read the first one.
+        tokio::time::timeout(cfg.timeout, client.read_response())
+            .await
+            .map_err(|_| anyhow::anyhow!("no greeting from the server"))?
+            .context("cannot read the server greeting")?;
+    }
+    let login = tokio::time::timeout(cfg.timeout, client.login(&cfg.username, password))
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out logging in"))?;
+    match login {
+        Ok(session) => Ok(session),
+        Err((async_imap::error::Error::No(msg), _)) => Err(ConnectError::Rejected(msg)),
+        Err((e, _)) => Err(anyhow::anyhow!("login failed: {e}").into()),
+    }
+}
+
+async fn stream(cfg: &ImapConfig) -> anyhow::Result<Box<dyn ImapStream>> {
+    let tcp = TcpStream::connect((cfg.host.as_str(), cfg.port()))
+        .await
+        .with_context(|| format!("cannot connect to {}:{}", cfg.host, cfg.port()))?;
+    tcp.set_nodelay(true).ok();
+    match cfg.tls {
+        TlsMode::None => Ok(Box::new(tcp)),
+        TlsMode::Implicit => Ok(Box::new(tls(cfg, tcp).await?)),
+        TlsMode::Starttls => {
+            let mut tcp = tcp;
+            starttls(&mut tcp).await?;
+            Ok(Box::new(tls(cfg, tcp).await?))
+        }
+    }
+}
+
+async fn tls(
+    cfg: &ImapConfig,
+    tcp: TcpStream,
+) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(ca) = &cfg.ca_file {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        for cert in CertificateDer::pem_file_iter(ca)
+            .with_context(|| format!("cannot read ca_file {}", ca.display()))?
+        {
+            roots
+                .add(cert.with_context(|| format!("bad certificate in {}", ca.display()))?)
+                .context("cannot use the CA certificate")?;
+        }
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(cfg.host.clone())
+        .with_context(|| format!("{} is not a valid server name", cfg.host))?;
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .context("TLS handshake failed")
+}
+
+/// The plain-text part of STARTTLS (RFC 3501 §6.2.1), spoken byte by byte so no TLS bytes are
+/// read into a buffer that would then be lost.
+async fn starttls(tcp: &mut TcpStream) -> anyhow::Result<()> {
+    let greeting = read_line(tcp).await?;
+    if !greeting.starts_with("* OK") {
+        bail!("unexpected greeting: {}", greeting.trim());
+    }
+    tcp.write_all(b"a0 STARTTLS\r\n").await?;
+    loop {
+        let line = read_line(tcp).await?;
+        if let Some(rest) = line.strip_prefix("a0 ") {
+            if rest.starts_with("OK") {
+                return Ok(());
+            }
+            bail!("the server refused STARTTLS: {}", rest.trim());
+        }
+    }
+}
+
+async fn read_line(tcp: &mut TcpStream) -> anyhow::Result<String> {
+    let mut line = Vec::new();
+    loop {
+        let b = tcp
+            .read_u8()
+            .await
+            .context("connection closed during STARTTLS")?;
+        line.push(b);
+        if b == b'\n' || line.len() > 8192 {
+            return Ok(String::from_utf8_lossy(&line).into_owned());
+        }
+    }
+}

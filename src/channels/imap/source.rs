@@ -1,0 +1,338 @@
+//! The IMAP loop: connect, select, drain from the saved position, then IDLE (or poll), forever.
+
+use super::connect::{self, ConnectError, ImapSession};
+use crate::channels::Envelope;
+use crate::config::units::human_size;
+use crate::config::{ChannelKind, ImapAfter, ImapConfig};
+use crate::intake::{Intake, ParseRules};
+use crate::store::{Cursor, Outcome, queries};
+use anyhow::Context;
+use futures::TryStreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// RFC 2177: clients should re-issue IDLE at least every 29 minutes.
+const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
+/// The keyword `after_ingest = "flag"` sets.
+const INGESTED: &str = "$PhananhIngested";
+/// Of a message too large to download, this much (its header) is kept in quarantine.
+const HEADER_PEEK: &str = "BODY.PEEK[HEADER]";
+
+pub async fn run(
+    name: &str,
+    cfg: &ImapConfig,
+    intake: Arc<Intake>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let password = cfg.password().resolve().map_err(|e| anyhow::anyhow!(e))?;
+    let mut session = match connect::open(cfg, &password).await {
+        Ok(s) => s,
+        Err(ConnectError::Rejected(msg)) => {
+            // Retrying a refused password only locks the account: wait for the operator's reload.
+            tracing::error!(channel = %name, server_says = %msg.trim(), "IMAP login refused; fix the credentials and reload (systemctl reload phananh).");
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(3600)) => anyhow::bail!("login refused"),
+            }
+        }
+        Err(ConnectError::Other(e)) => return Err(e),
+    };
+    let caps = session.capabilities().await.context("CAPABILITY failed")?;
+    let can_idle = cfg.idle && caps.has_str("IDLE");
+    let can_move = caps.has_str("MOVE");
+    if let ImapAfter::Move(folder) = &cfg.after_ingest {
+        // An existing folder answers NO: fine.
+        let _ = session.create(folder).await;
+    }
+    let mailbox = session
+        .select(&cfg.mailbox)
+        .await
+        .with_context(|| format!("cannot select {}", cfg.mailbox))?;
+    let uidvalidity = mailbox.uid_validity.unwrap_or(0);
+    let mut last_uid = start_position(name, cfg, &intake, uidvalidity)?;
+    tracing::info!(channel = %name, mailbox = %cfg.mailbox, idle = can_idle, "IMAP channel started.");
+
+    let rules = ParseRules {
+        email: cfg.limits(intake.email_defaults()),
+    };
+    let job = Drain {
+        name,
+        cfg,
+        intake: &intake,
+        rules: &rules,
+        uidvalidity,
+        can_move,
+    };
+    loop {
+        last_uid = job.drain(&mut session, last_uid, &cancel).await?;
+        if cancel.is_cancelled() {
+            let _ = session.logout().await;
+            tracing::info!(channel = %name, "IMAP channel stopped.");
+            return Ok(());
+        }
+        session = if can_idle {
+            idle(session, cfg, &cancel).await?
+        } else {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = tokio::time::sleep(cfg.poll_interval) => {}
+            }
+            session.noop().await.context("NOOP failed")?;
+            session
+        };
+    }
+}
+
+/// The first UID after the saved position; a new UIDVALIDITY starts over (intake recognises what
+/// it already has by Message-ID).
+fn start_position(
+    name: &str,
+    cfg: &ImapConfig,
+    intake: &Intake,
+    uidvalidity: u32,
+) -> anyhow::Result<u32> {
+    let conn = intake.store().reader()?;
+    Ok(match queries::imap_cursor(&conn, name, &cfg.mailbox)? {
+        Some((v, last)) if v == uidvalidity => last,
+        Some((v, _)) => {
+            tracing::warn!(channel = %name, mailbox = %cfg.mailbox, old = v, new = uidvalidity, "UIDVALIDITY changed: rescanning the mailbox; messages already stored are recognised and not stored twice.");
+            0
+        }
+        None => 0,
+    })
+}
+
+/// Waits in IDLE until the server reports something, the catch-up interval passes, or shutdown.
+async fn idle(
+    session: ImapSession,
+    cfg: &ImapConfig,
+    cancel: &CancellationToken,
+) -> anyhow::Result<ImapSession> {
+    let mut handle = session.idle();
+    handle.init().await.context("IDLE failed")?;
+    let limit = cfg.poll_interval.min(IDLE_MAX);
+    {
+        let (wait, _stop) = handle.wait_with_timeout(limit);
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            // Dovecot's keepalives reset the library's own timeout, so bound the wait here too.
+            _ = tokio::time::sleep(limit) => {}
+            r = wait => { r.context("IDLE failed")?; }
+        }
+    }
+    handle.done().await.context("ending IDLE failed")
+}
+
+struct Drain<'a> {
+    name: &'a str,
+    cfg: &'a ImapConfig,
+    intake: &'a Arc<Intake>,
+    rules: &'a ParseRules,
+    uidvalidity: u32,
+    can_move: bool,
+}
+
+impl Drain<'_> {
+    /// Takes every message after `last_uid`, batch by batch; returns the new position. A message
+    /// that cannot be stored stops the position before it, to be retried next round.
+    async fn drain(
+        &self,
+        session: &mut ImapSession,
+        mut last_uid: u32,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<u32> {
+        let found = session
+            .uid_search(format!("UID {}:*", last_uid + 1))
+            .await
+            .context("UID SEARCH failed")?;
+        // "N:*" also answers the highest UID when it is below N.
+        let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > last_uid).collect();
+        uids.sort_unstable();
+        let mut total = 0;
+        for chunk in uids.chunks(self.cfg.batch) {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let (stored, complete) = self.batch(session, chunk).await?;
+            total += stored.len();
+            // The position moves over the committed prefix only.
+            let mut prefix = last_uid;
+            for uid in chunk {
+                if stored.contains(uid) {
+                    prefix = *uid;
+                } else {
+                    break;
+                }
+            }
+            if prefix > last_uid {
+                last_uid = prefix;
+                self.intake
+                    .store()
+                    .set_cursor(Cursor {
+                        channel: self.name.to_string(),
+                        mailbox: self.cfg.mailbox.clone(),
+                        uidvalidity: self.uidvalidity,
+                        last_uid,
+                    })
+                    .await?;
+            }
+            self.after_ingest(session, &stored).await?;
+            if !complete {
+                tracing::warn!(channel = %self.name, "Some messages could not be stored; they stay on the server and are retried.");
+                break;
+            }
+        }
+        if total > 0 {
+            tracing::info!(channel = %self.name, messages = total, "Ingested messages.");
+        }
+        Ok(last_uid)
+    }
+
+    /// Fetches and submits one batch; returns the UIDs stored and whether all were.
+    async fn batch(
+        &self,
+        session: &mut ImapSession,
+        uids: &[u32],
+    ) -> anyhow::Result<(Vec<u32>, bool)> {
+        let set = uid_set(uids);
+        let sizes: Vec<(u32, u32)> = session
+            .uid_fetch(&set, "(UID RFC822.SIZE)")
+            .await
+            .context("UID FETCH failed")?
+            .try_collect::<Vec<_>>()
+            .await
+            .context("UID FETCH failed")?
+            .iter()
+            .filter_map(|f| Some((f.uid?, f.size.unwrap_or(0))))
+            .collect();
+        let limit = self.rules.email.max_message_size;
+        let (big, small): (Vec<_>, Vec<_>) = sizes
+            .into_iter()
+            .partition(|(_, size)| u64::from(*size) > limit);
+
+        let mut items: Vec<(u32, Vec<u8>, Option<String>)> = Vec::new();
+        if !small.is_empty() {
+            let set = uid_set(&small.iter().map(|(u, _)| *u).collect::<Vec<_>>());
+            for f in session
+                .uid_fetch(&set, "(UID BODY.PEEK[])")
+                .await
+                .context("UID FETCH failed")?
+                .try_collect::<Vec<_>>()
+                .await
+                .context("UID FETCH failed")?
+            {
+                if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                    items.push((uid, body.to_vec(), None));
+                }
+            }
+        }
+        if !big.is_empty() {
+            let set = uid_set(&big.iter().map(|(u, _)| *u).collect::<Vec<_>>());
+            for f in session
+                .uid_fetch(&set, format!("(UID {HEADER_PEEK})"))
+                .await
+                .context("UID FETCH failed")?
+                .try_collect::<Vec<_>>()
+                .await
+                .context("UID FETCH failed")?
+            {
+                if let Some(uid) = f.uid {
+                    let size = big.iter().find(|(u, _)| *u == uid).map_or(0, |(_, s)| *s);
+                    let reason = format!(
+                        "message is {}, over max_message_size {}: not downloaded; only its header is kept here and the message stays on the server (UID {uid})",
+                        human_size(u64::from(size)),
+                        human_size(limit)
+                    );
+                    items.push((uid, f.header().unwrap_or_default().to_vec(), Some(reason)));
+                }
+            }
+        }
+
+        let results =
+            futures::future::join_all(items.into_iter().map(|(uid, raw, too_big)| async move {
+                let env = Envelope {
+                    channel: self.name.to_string(),
+                    kind: ChannelKind::Imap,
+                    raw,
+                    source_ref: Some(format!("{}/{}/{uid}", self.cfg.mailbox, self.uidvalidity)),
+                };
+                let r = match too_big {
+                    Some(reason) => self.intake.quarantine(env, reason).await,
+                    None => self.intake.submit(env, self.rules).await,
+                };
+                (uid, r)
+            }))
+            .await;
+        let mut stored = Vec::new();
+        for (uid, r) in results {
+            match r {
+                Ok(receipt) => {
+                    if let Outcome::Quarantined { reason } = &receipt.outcome
+                        && !receipt.redelivered
+                    {
+                        tracing::warn!(channel = %self.name, uid, inbox_id = receipt.inbox_id, reason = %reason, "Message quarantined; `phananh quarantine show` has it.");
+                    }
+                    stored.push(uid);
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %self.name, uid, error = %e, "Cannot store message.")
+                }
+            }
+        }
+        stored.sort_unstable();
+        let complete = stored.len() == uids.len();
+        Ok((stored, complete))
+    }
+
+    /// Committed: only now do the messages leave the mailbox (or get flagged).
+    async fn after_ingest(&self, session: &mut ImapSession, stored: &[u32]) -> anyhow::Result<()> {
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let set = uid_set(stored);
+        match &self.cfg.after_ingest {
+            ImapAfter::Move(folder) if self.can_move => {
+                session
+                    .uid_mv(&set, folder)
+                    .await
+                    .context("UID MOVE failed")?;
+            }
+            ImapAfter::Move(folder) => {
+                session
+                    .uid_copy(&set, folder)
+                    .await
+                    .context("UID COPY failed")?;
+                session
+                    .uid_store(&set, "+FLAGS.SILENT (\\Deleted)")
+                    .await
+                    .context("UID STORE failed")?
+                    .try_collect::<Vec<_>>()
+                    .await?;
+                session
+                    .uid_expunge(&set)
+                    .await
+                    .context("UID EXPUNGE failed")?
+                    .try_collect::<Vec<_>>()
+                    .await?;
+            }
+            ImapAfter::Flag => {
+                session
+                    .uid_store(&set, format!("+FLAGS.SILENT (\\Seen {INGESTED})"))
+                    .await
+                    .context("UID STORE failed")?
+                    .try_collect::<Vec<_>>()
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// "1,2,3,7" from UIDs (sorted by the caller or not; IMAP accepts any order).
+fn uid_set(uids: &[u32]) -> String {
+    uids.iter()
+        .map(|u| u.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}

@@ -1,0 +1,257 @@
+//! The imap channel against a real Dovecot on 127.0.0.1 (tests/support/dovecot.sh).
+
+use super::common::{Env, message, signal, wait_for};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const PASSWORD: &str = "mat-khau-thu";
+
+struct Dovecot {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    child: Child,
+    port: u16,
+    tls_port: u16,
+}
+
+impl Dovecot {
+    fn start() -> Dovecot {
+        let dir = tempfile::tempdir().unwrap();
+        // Dovecot drops to nobody when run as root: it must be able to reach its folder.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = dir.path().join("dv");
+        let (port, tls_port) = (super::common::free_port(), super::common::free_port());
+        let log = std::fs::File::create(dir.path().join("dovecot.log")).unwrap();
+        let child = Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/support/dovecot.sh"
+        ))
+        .arg(&root)
+        .arg(port.to_string())
+        .arg(tls_port.to_string())
+        .arg(PASSWORD)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect(
+            "tests/support/dovecot.sh (needs dovecot-imapd and openssl; .ci/run installs them)",
+        );
+        let up = wait_for(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
+        });
+        let d = Dovecot {
+            _dir: dir,
+            root,
+            child,
+            port,
+            tls_port,
+        };
+        assert!(up, "dovecot did not start: {}", d.log());
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.root.parent().unwrap().join("dovecot.log")).unwrap_or_default()
+    }
+
+    fn maildir(&self, user: &str) -> PathBuf {
+        self.root.join("mail").join(user).join("Maildir")
+    }
+
+    /// Delivers like Dovecot's own LDA would: into the user's Maildir new/.
+    fn deliver(&self, user: &str, name: &str, bytes: &[u8]) {
+        let md = self.maildir(user);
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(md.join(sub)).unwrap();
+        }
+        std::fs::write(md.join("tmp").join(name), bytes).unwrap();
+        std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).unwrap();
+        chown_nobody(&self.root.join("mail"));
+    }
+
+    fn count(&self, dir: &Path) -> usize {
+        ["new", "cur"]
+            .iter()
+            .map(|s| {
+                std::fs::read_dir(dir.join(s))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// As root, Dovecot runs as nobody and must own the mail it serves.
+fn chown_nobody(path: &Path) {
+    if unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    unsafe { libc::chown(c.as_ptr(), 65534, 65534) };
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap() {
+            chown_nobody(&e.unwrap().path());
+        }
+    }
+}
+
+/// An installation whose only channel reads Dovecot's mailbox of `user`.
+fn env_for(dv: &Dovecot, user: &str, extra: &str) -> Env {
+    let env = Env::new("", "");
+    std::fs::remove_file(env.path("channels/mail.toml")).unwrap();
+    std::fs::write(env.path("imap.pass"), format!("{PASSWORD}\n")).unwrap();
+    std::fs::write(
+        env.path("channels/dttm.toml"),
+        format!(
+            "kind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"{user}\"\npassword_file = \"../imap.pass\"\npoll_interval = \"2s\"\n{extra}\n",
+            dv.port
+        ),
+    )
+    .unwrap();
+    env
+}
+
+#[test]
+fn a_mailbox_is_drained_once_moved_after_commit_and_watched_with_idle() {
+    let dv = Dovecot::start();
+    for n in 0..50 {
+        dv.deliver("dttm", &format!("17000{n:05}.M{n}P1.mx"), &message(n));
+    }
+    let env = env_for(&dv, "dttm", "");
+    let child = env.start();
+    let processed = dv.maildir("dttm").join(".Processed");
+    let drained = wait_for(Duration::from_secs(60), || {
+        env.spool_events().len() == 50 && dv.count(&processed) == 50
+    });
+    assert!(
+        drained,
+        "spool {} processed {}\n{}\n{}",
+        env.spool_events().len(),
+        dv.count(&processed),
+        env.log(),
+        dv.log()
+    );
+    assert_eq!(dv.count(&dv.maildir("dttm")), 0, "INBOX must be empty");
+
+    // New mail while the channel is idling.
+    dv.deliver("dttm", "1800000000.M1P1.mx", &message(100));
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 51),
+        "{}",
+        env.log()
+    );
+    assert!(env.log().contains("idle=true"), "{}", env.log());
+    signal(&child, libc::SIGTERM);
+    let mut child = child;
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
+    let db = env.db();
+    let reports: i64 = db
+        .query_row("SELECT count(*) FROM reports", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(reports, 51);
+    let (validity, last): (i64, i64) = db
+        .query_row(
+            "SELECT uidvalidity, last_uid FROM imap_cursors WHERE channel = 'dttm'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(validity > 0 && last == 51, "cursor {validity}/{last}");
+}
+
+#[test]
+fn tls_with_a_private_ca_works_and_mail_is_flagged_when_asked() {
+    let dv = Dovecot::start();
+    for n in 0..3 {
+        dv.deliver("hue", &format!("17000{n:05}.M{n}P1.mx"), &message(n));
+    }
+    let env = env_for(&dv, "hue", "");
+    let ca = dv.root.join("ca.pem");
+    std::fs::write(
+        env.path("channels/dttm.toml"),
+        format!(
+            "kind = \"imap\"\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\nusername = \"hue\"\npassword_file = \"../imap.pass\"\nafter_ingest = \"flag\"\n",
+            dv.tls_port,
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 3),
+        "{}\n{}",
+        env.log(),
+        dv.log()
+    );
+    drop(child);
+    // Flagged, not moved: still in the mailbox, marked seen.
+    let cur: Vec<String> = std::fs::read_dir(dv.maildir("hue").join("cur"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cur.len(), 3, "{cur:?}");
+    assert!(
+        cur.iter().all(|n| n.contains(":2,") && n.contains('S')),
+        "{cur:?}"
+    );
+}
+
+#[test]
+fn a_refused_password_waits_for_the_operator_and_a_reload_recovers() {
+    let dv = Dovecot::start();
+    dv.deliver("dttm", "1700000000.M1P1.mx", &message(1));
+    let env = env_for(&dv, "dttm", "");
+    std::fs::write(env.path("imap.pass"), "sai-mat-khau\n").unwrap();
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .log()
+            .contains("IMAP login refused")),
+        "{}",
+        env.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    // It does not hammer the server with the wrong password.
+    assert_eq!(
+        env.log().matches("IMAP login refused").count(),
+        1,
+        "{}",
+        env.log()
+    );
+    assert!(!env.log().contains(PASSWORD) && !env.log().contains("sai-mat-khau"));
+
+    std::fs::write(env.path("imap.pass"), format!("{PASSWORD}\n")).unwrap();
+    signal(&child, libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+}
+
+#[test]
+fn check_refuses_plain_imap_to_a_remote_host_and_an_inline_password() {
+    let env = Env::new("", "");
+    std::fs::write(
+        env.path("channels/remote.toml"),
+        "kind = \"imap\"\nhost = \"mail.example.com\"\ntls = \"none\"\nusername = \"dttm\"\npassword = \"x\"\n",
+    )
+    .unwrap();
+    let out = env.cli(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("remote.toml:5:1: `password` holds a secret inline"),
+        "{text}"
+    );
+}
