@@ -255,3 +255,43 @@ fn check_refuses_plain_imap_to_a_remote_host_and_an_inline_password() {
         "{text}"
     );
 }
+
+#[test]
+fn starttls_works_and_an_oversized_message_is_not_downloaded() {
+    let dv = Dovecot::start();
+    dv.deliver("lon", "1700000000.M1P1.mx", &message(1));
+    let mut big = message(2);
+    big.extend(std::iter::repeat_n(b'x', 300_000));
+    dv.deliver("lon", "1700000001.M2P1.mx", &big);
+    let env = env_for(&dv, "lon", "");
+    std::fs::write(
+        env.path("channels/dttm.toml"),
+        format!(
+            "kind = \"imap\"\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{}\"\nusername = \"lon\"\npassword_file = \"../imap.pass\"\nmax_message_size = \"100KB\"\n",
+            dv.port,
+            dv.root.join("ca.pem").display()
+        ),
+    )
+    .unwrap();
+    let child = env.start();
+    let processed = dv.maildir("lon").join(".Processed");
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 1
+            && dv.count(&processed) == 2),
+        "{}\n{}",
+        env.log(),
+        dv.log()
+    );
+    drop(child);
+    let list = env.cli_ok(&["quarantine", "list"]);
+    assert!(
+        list.contains("over max_message_size 100.0 kB: not downloaded"),
+        "{list}"
+    );
+    let head = env.cli(&["quarantine", "show", "1", "--raw"]).stdout;
+    assert!(
+        head.len() < 2_000 && String::from_utf8_lossy(&head).contains("Message-ID: <report-2@"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+}

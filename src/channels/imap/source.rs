@@ -240,7 +240,7 @@ impl Drain<'_> {
                 if let Some(uid) = f.uid {
                     let size = big.iter().find(|(u, _)| *u == uid).map_or(0, |(_, s)| *s);
                     let reason = format!(
-                        "message is {}, over max_message_size {}: not downloaded; only its header is kept here and the message stays on the server (UID {uid})",
+                        "message is {}, over max_message_size {}: not downloaded; only its header is kept here, the whole message stays on the IMAP server (handled by after_ingest like any other)",
                         human_size(u64::from(size)),
                         human_size(limit)
                     );
