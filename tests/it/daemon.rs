@@ -310,7 +310,8 @@ fn sighup_applies_channel_changes_and_a_bad_file_keeps_the_running_config() {
         env.log()
     );
     assert!(
-        wait_for(Duration::from_secs(10), || env.path("Second/new").is_dir()),
+        wait_for(Duration::from_secs(10), || env.path("Second/new").is_dir()
+            && env.path("Second/tmp").is_dir()),
         "{}",
         env.log()
     );

@@ -2,6 +2,7 @@
 
 use super::common::{Env, message, signal, wait_for};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,21 +24,7 @@ impl Dovecot {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let root = dir.path().join("dv");
         let (port, tls_port) = (super::common::free_port(), super::common::free_port());
-        let log = std::fs::File::create(dir.path().join("dovecot.log")).unwrap();
-        let child = Command::new(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/support/dovecot.sh"
-        ))
-        .arg(&root)
-        .arg(port.to_string())
-        .arg(tls_port.to_string())
-        .arg(PASSWORD)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect(
-            "tests/support/dovecot.sh (needs dovecot-imapd and openssl; .ci/run installs them)",
-        );
+        let child = spawn(&root, port, tls_port);
         let up = wait_for(Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", tls_port)).is_ok()
         });
@@ -50,6 +37,16 @@ impl Dovecot {
         };
         assert!(up, "dovecot did not start: {}", d.log());
         d
+    }
+
+    /// Kills the server hard and starts it again on the same folder and ports.
+    fn restart(&mut self) {
+        self.kill_all();
+        self.child = spawn(&self.root, self.port, self.tls_port);
+        let port = self.tls_port;
+        assert!(wait_for(Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        }));
     }
 
     fn log(&self) -> String {
@@ -83,11 +80,42 @@ impl Dovecot {
     }
 }
 
-impl Drop for Dovecot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
+impl Dovecot {
+    /// The master and every process it started (they share its process group): a crash, not a
+    /// shutdown, so open connections break.
+    fn kill_all(&mut self) {
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.wait();
     }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+/// Runs tests/support/dovecot.sh in a process group of its own, so killing the group kills every
+/// Dovecot process; its log goes to dovecot.log beside `root` (appended across restarts).
+fn spawn(root: &Path, port: u16, tls_port: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.parent().unwrap().join("dovecot.log"))
+        .unwrap();
+    Command::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/support/dovecot.sh"
+    ))
+    .arg(root)
+    .arg(port.to_string())
+    .arg(tls_port.to_string())
+    .arg(PASSWORD)
+    .stdout(Stdio::null())
+    .stderr(log)
+    .process_group(0)
+    .spawn()
+    .expect("tests/support/dovecot.sh (needs dovecot-imapd and openssl; .ci/run installs them)")
 }
 
 /// As root, Dovecot runs as nobody and must own the mail it serves.
@@ -294,4 +322,45 @@ fn starttls_works_and_an_oversized_message_is_not_downloaded() {
         "{}",
         String::from_utf8_lossy(&head)
     );
+}
+
+#[test]
+fn five_hundred_messages_survive_a_server_restart_mid_drain_stored_once_each() {
+    let mut dv = Dovecot::start();
+    for n in 0..500 {
+        dv.deliver("dttm", &format!("17000{n:05}.M{n}P1.mx"), &message(n));
+    }
+    let env = env_for(&dv, "dttm", "batch = 20");
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || !env.spool_events().is_empty()),
+        "{}",
+        env.log()
+    );
+    dv.restart();
+    let at_restart = env.spool_events().len();
+    let processed = dv.maildir("dttm").join(".Processed");
+    let done = wait_for(Duration::from_secs(90), || {
+        env.spool_events().len() == 500 && dv.count(&processed) == 500
+    });
+    assert!(
+        done,
+        "spool {} processed {}\n{}",
+        env.spool_events().len(),
+        dv.count(&processed),
+        env.log()
+    );
+    drop(child);
+    // The connection broke under the channel and it came back by itself.
+    assert!(
+        env.log().contains("Channel failed; restarting."),
+        "{}",
+        env.log()
+    );
+    eprintln!("{at_restart} of 500 forwarded when the server was killed");
+    let db = env.db();
+    let q = |sql: &str| -> i64 { db.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(q("SELECT count(*) FROM reports"), 500);
+    assert_eq!(q("SELECT count(DISTINCT external_id) FROM reports"), 500);
+    assert_eq!(q("SELECT count(*) FROM inbox"), 500);
 }

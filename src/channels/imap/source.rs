@@ -156,7 +156,10 @@ impl Drain<'_> {
             }
             let (stored, complete) = self.batch(session, chunk).await?;
             total += stored.len();
-            // The position moves over the committed prefix only.
+            // Committed: only now do the messages leave the mailbox. The position is saved after
+            // the move, so a crash between commit and move fetches them again (intake recognises
+            // them) and moves them then, instead of leaving them behind the position forever.
+            self.after_ingest(session, &stored).await?;
             let mut prefix = last_uid;
             for uid in chunk {
                 if stored.contains(uid) {
@@ -177,7 +180,6 @@ impl Drain<'_> {
                     })
                     .await?;
             }
-            self.after_ingest(session, &stored).await?;
             if !complete {
                 tracing::warn!(channel = %self.name, "Some messages could not be stored; they stay on the server and are retried.");
                 break;

@@ -58,12 +58,12 @@ pub async fn run(
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    for sub in ["new", "cur", "tmp"] {
+    for sub in ["tmp", "cur", "new"] {
         let d = cfg.path.join(sub);
         std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
     }
     if let AfterIngest::Move(folder) = &cfg.after_ingest {
-        for sub in ["new", "cur", "tmp"] {
+        for sub in ["tmp", "cur", "new"] {
             let d = cfg.path.join(folder).join(sub);
             std::fs::create_dir_all(&d)
                 .with_context(|| format!("cannot create {}", d.display()))?;
@@ -413,7 +413,7 @@ mod tests {
     async fn job(dir: &Path, file: &str) -> (Job, crate::store::Store) {
         std::fs::write(dir.join("phananh.toml"), "state_dir = \"state\"\n").unwrap();
         std::fs::create_dir_all(dir.join("channels")).unwrap();
-        for sub in ["new", "cur", "tmp"] {
+        for sub in ["tmp", "cur", "new"] {
             std::fs::create_dir_all(dir.join("Maildir").join(sub)).unwrap();
         }
         let config = crate::config::load(&dir.join("phananh.toml")).unwrap();
