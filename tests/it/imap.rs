@@ -364,3 +364,58 @@ fn five_hundred_messages_survive_a_server_restart_mid_drain_stored_once_each() {
     assert_eq!(q("SELECT count(DISTINCT external_id) FROM reports"), 500);
     assert_eq!(q("SELECT count(*) FROM inbox"), 500);
 }
+
+#[test]
+fn a_uidvalidity_change_rescans_without_storing_anything_twice() {
+    let mut dv = Dovecot::start();
+    for n in 0..3 {
+        dv.deliver("dttm", &format!("17000{n:05}.M{n}P1.mx"), &message(n));
+    }
+    // Flagged, not moved, so the same messages are still there after the renumbering.
+    let env = env_for(&dv, "dttm", "after_ingest = \"flag\"");
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 3),
+        "{}",
+        env.log()
+    );
+    drop(child);
+
+    // Dovecot renumbers a mailbox whose UID list is lost: a new UIDVALIDITY, new UIDs.
+    dv.kill_all();
+    for e in std::fs::read_dir(dv.maildir("dttm")).unwrap() {
+        let p = e.unwrap().path();
+        if p.file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("dovecot")
+            && p.is_file()
+        {
+            std::fs::remove_file(p).unwrap();
+        }
+    }
+    dv.restart();
+    dv.deliver("dttm", "1800000000.M9P1.mx", &message(9));
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 4),
+        "{}",
+        env.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .log()
+            .contains("UIDVALIDITY changed")),
+        "{}",
+        env.log()
+    );
+    drop(child);
+    let reports: i64 = env
+        .db()
+        .query_row("SELECT count(*) FROM reports", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        reports, 4,
+        "the three earlier messages are recognised, not stored again"
+    );
+}
