@@ -142,10 +142,13 @@ impl Drain<'_> {
         mut last_uid: u32,
         cancel: &CancellationToken,
     ) -> anyhow::Result<u32> {
-        let found = session
-            .uid_search(format!("UID {}:*", last_uid + 1))
-            .await
-            .context("UID SEARCH failed")?;
+        let found = bounded(self.cfg.timeout, "UID SEARCH", async {
+            session
+                .uid_search(format!("UID {}:*", last_uid + 1))
+                .await
+                .context("UID SEARCH failed")
+        })
+        .await?;
         // "N:*" also answers the highest UID when it is below N.
         let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > last_uid).collect();
         uids.sort_unstable();
@@ -154,12 +157,16 @@ impl Drain<'_> {
             if cancel.is_cancelled() {
                 break;
             }
-            let (stored, complete) = self.batch(session, chunk).await?;
+            // A server that stops answering must not hold the channel forever: past the bound the
+            // connection is dropped and the channel reconnects (what was committed stays so).
+            let limit = self.cfg.timeout * 4;
+            let (stored, complete) =
+                bounded(limit, "fetching a batch", self.batch(session, chunk)).await?;
             total += stored.len();
             // Committed: only now do the messages leave the mailbox. The position is saved after
             // the move, so a crash between commit and move fetches them again (intake recognises
             // them) and moves them then, instead of leaving them behind the position forever.
-            self.after_ingest(session, &stored).await?;
+            bounded(limit, "moving a batch", self.after_ingest(session, &stored)).await?;
             let mut prefix = last_uid;
             for uid in chunk {
                 if stored.contains(uid) {
@@ -329,6 +336,17 @@ impl Drain<'_> {
         }
         Ok(())
     }
+}
+
+/// Runs `fut` for at most `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    fut: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::time::timeout(limit, fut)
+        .await
+        .map_err(|_| anyhow::anyhow!("{what} took longer than {limit:?}; reconnecting"))?
 }
 
 /// "1,2,3,7" from UIDs (sorted by the caller or not; IMAP accepts any order).
