@@ -157,6 +157,15 @@ pub enum TlsMode {
     None,
 }
 
+/// What the first connection does with mail already in the mailbox.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Backlog {
+    #[default]
+    Ingest,
+    Skip,
+}
+
 /// What happens to a message on the server once it is committed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImapAfter {
@@ -214,6 +223,9 @@ pub struct ImapConfig {
     /// Messages fetched per round trip.
     #[serde(default = "default_imap_batch")]
     pub batch: usize,
+    /// On the first connection to a mailbox: take the mail already there, or start from now.
+    #[serde(default)]
+    pub backlog: Backlog,
     /// Connect, login and command timeout.
     #[serde(default = "default_imap_timeout", deserialize_with = "units::duration")]
     pub timeout: Duration,

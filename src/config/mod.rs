@@ -11,8 +11,8 @@ pub mod secrets;
 pub mod units;
 
 pub use channel::{
-    AfterIngest, ChannelConfig, ChannelKind, ChannelSettings, ImapAfter, ImapConfig, MaildirConfig,
-    TlsMode,
+    AfterIngest, Backlog, ChannelConfig, ChannelKind, ChannelSettings, ImapAfter, ImapConfig,
+    MaildirConfig, TlsMode,
 };
 pub use daemon::{
     CategoryConfig, ContactPolicy, DaemonConfig, DedupeConfig, EmailConfig, ForwardConfig,

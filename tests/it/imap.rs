@@ -438,3 +438,37 @@ fn a_uidvalidity_change_rescans_without_storing_anything_twice() {
         "the three earlier messages are recognised, not stored again"
     );
 }
+
+#[test]
+fn backlog_skip_leaves_old_mail_and_takes_new_mail_even_across_a_restart() {
+    let dv = Dovecot::start();
+    for n in 0..3 {
+        dv.deliver("cu", &format!("17000{n:05}.M{n}P1.mx"), &message(n));
+    }
+    let env = env_for(&dv, "cu", "backlog = \"skip\"");
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .log()
+            .contains("backlog = \"skip\"")),
+        "{}",
+        env.log()
+    );
+    drop(child);
+    // Mail that arrives while the daemon is down is new mail, not backlog.
+    dv.deliver("cu", "1800000000.M9P1.mx", &message(9));
+    let child = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    drop(child);
+    let only: serde_json::Value = env.spool_events().remove(0);
+    assert_eq!(only["external_id"], "<report-9@mail.example.com>");
+    assert_eq!(
+        dv.count(&dv.maildir("cu")),
+        3,
+        "the backlog stays in the INBOX"
+    );
+}

@@ -3,7 +3,7 @@
 use super::connect::{self, ConnectError, ImapSession};
 use crate::channels::Envelope;
 use crate::config::units::human_size;
-use crate::config::{ChannelKind, ImapAfter, ImapConfig};
+use crate::config::{Backlog, ChannelKind, ImapAfter, ImapConfig};
 use crate::intake::{Intake, ParseRules};
 use crate::store::{Cursor, Outcome, queries};
 use anyhow::Context;
@@ -50,7 +50,25 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot select {}", cfg.mailbox))?;
     let uidvalidity = mailbox.uid_validity.unwrap_or(0);
-    let mut last_uid = start_position(name, cfg, &intake, uidvalidity)?;
+    let mut last_uid = match start_position(name, cfg, &intake, uidvalidity)? {
+        Some(last) => last,
+        None if cfg.backlog == Backlog::Skip => {
+            // Saved at once: a restart before the first new message must not take the backlog.
+            let last = mailbox.uid_next.unwrap_or(1).saturating_sub(1);
+            tracing::info!(channel = %name, mailbox = %cfg.mailbox, messages = mailbox.exists, "First connection with backlog = \"skip\": mail already in the mailbox is left alone.");
+            intake
+                .store()
+                .set_cursor(Cursor {
+                    channel: name.to_string(),
+                    mailbox: cfg.mailbox.clone(),
+                    uidvalidity,
+                    last_uid: last,
+                })
+                .await?;
+            last
+        }
+        None => 0,
+    };
     tracing::info!(channel = %name, mailbox = %cfg.mailbox, idle = can_idle, "IMAP channel started.");
 
     let rules = ParseRules {
@@ -84,22 +102,22 @@ pub async fn run(
     }
 }
 
-/// The first UID after the saved position; a new UIDVALIDITY starts over (intake recognises what
-/// it already has by Message-ID).
+/// The saved position, or None on a first connection. A new UIDVALIDITY starts over from 0
+/// (intake recognises what it already has by Message-ID).
 fn start_position(
     name: &str,
     cfg: &ImapConfig,
     intake: &Intake,
     uidvalidity: u32,
-) -> anyhow::Result<u32> {
+) -> anyhow::Result<Option<u32>> {
     let conn = intake.store().reader()?;
     Ok(match queries::imap_cursor(&conn, name, &cfg.mailbox)? {
-        Some((v, last)) if v == uidvalidity => last,
+        Some((v, last)) if v == uidvalidity => Some(last),
         Some((v, _)) => {
             tracing::warn!(channel = %name, mailbox = %cfg.mailbox, old = v, new = uidvalidity, "UIDVALIDITY changed: rescanning the mailbox; messages already stored are recognised and not stored twice.");
-            0
+            Some(0)
         }
-        None => 0,
+        None => None,
     })
 }
 
