@@ -119,14 +119,27 @@ pub struct MaildirConfig {
 impl MaildirConfig {
     /// The daemon-wide e-mail limits with this channel's overrides applied.
     pub fn limits(&self, defaults: &super::EmailConfig) -> super::EmailConfig {
-        super::EmailConfig {
-            max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
-            max_attachment_size: self
-                .max_attachment_size
-                .unwrap_or(defaults.max_attachment_size),
-            max_attachments: self.max_attachments.unwrap_or(defaults.max_attachments),
-            own_addresses: defaults.own_addresses.clone(),
-        }
+        with_overrides(
+            defaults,
+            self.max_message_size,
+            self.max_attachment_size,
+            self.max_attachments,
+        )
+    }
+}
+
+/// The daemon-wide e-mail limits with a channel file's overrides applied.
+fn with_overrides(
+    defaults: &super::EmailConfig,
+    max_message_size: Option<u64>,
+    max_attachment_size: Option<u64>,
+    max_attachments: Option<usize>,
+) -> super::EmailConfig {
+    super::EmailConfig {
+        max_message_size: max_message_size.unwrap_or(defaults.max_message_size),
+        max_attachment_size: max_attachment_size.unwrap_or(defaults.max_attachment_size),
+        max_attachments: max_attachments.unwrap_or(defaults.max_attachments),
+        own_addresses: defaults.own_addresses.clone(),
     }
 }
 
@@ -255,14 +268,12 @@ impl ImapConfig {
     }
 
     pub fn limits(&self, defaults: &super::EmailConfig) -> super::EmailConfig {
-        super::EmailConfig {
-            max_message_size: self.max_message_size.unwrap_or(defaults.max_message_size),
-            max_attachment_size: self
-                .max_attachment_size
-                .unwrap_or(defaults.max_attachment_size),
-            max_attachments: self.max_attachments.unwrap_or(defaults.max_attachments),
-            own_addresses: defaults.own_addresses.clone(),
-        }
+        with_overrides(
+            defaults,
+            self.max_message_size,
+            self.max_attachment_size,
+            self.max_attachments,
+        )
     }
 
     /// Problems serde cannot see, as (key, message).

@@ -118,17 +118,7 @@ fn ingest_prints_one_line_per_file_and_re_ingest_is_idempotent() {
 #[test]
 fn reports_can_be_listed_shown_by_code_in_any_case_and_exported() {
     let env = Env::new("", "");
-    let out = env.cli_ok(&[
-        "ingest",
-        "--channel",
-        "mail",
-        fixture("06-photo-exif-hue.eml").to_str().unwrap(),
-    ]);
-    let code = out
-        .split_whitespace()
-        .find(|w| w.starts_with("PA-"))
-        .unwrap()
-        .to_string();
+    let code = env.ingest_fixture("06-photo-exif-hue.eml");
     let list = env.cli_ok(&["reports", "list"]);
     assert!(list.contains(&code), "{list}");
     let show = env.cli_ok(&["reports", "show", &code.to_lowercase().replace('-', " ")]);

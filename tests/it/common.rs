@@ -89,6 +89,20 @@ impl Env {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Ingests one bundled fixture through the `mail` channel; returns the tracking code printed.
+    pub fn ingest_fixture(&self, name: &str) -> String {
+        let out = self.cli_ok(&[
+            "ingest",
+            "--channel",
+            "mail",
+            fixture(name).to_str().unwrap(),
+        ]);
+        out.split_whitespace()
+            .find(|w| w.starts_with("PA-"))
+            .unwrap_or_else(|| panic!("no tracking code in: {out}"))
+            .to_string()
+    }
+
     /// Starts `phananh run`; stderr goes to a file under the temp dir (see `log`). The process is
     /// killed when the handle drops, so a failing test leaves no daemon behind.
     pub fn start(&self) -> Daemon {
@@ -168,6 +182,19 @@ impl Drop for Daemon {
             let _ = self.0.wait();
         }
     }
+}
+
+/// Fails if the process uses more than a tenth of a core over 3 s: an idle daemon must idle.
+pub fn assert_idles(pid: u32, log: impl Fn() -> String) {
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cpu_time(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_time(pid) - before;
+    assert!(
+        used < Duration::from_millis(300),
+        "used {used:?} of CPU in 3 s while idle:\n{}",
+        log()
+    );
 }
 
 /// CPU time (user + system) a process has used so far.

@@ -1,7 +1,7 @@
 //! A reporter answering with their tracking code adds to their report; a stranger citing the code
 //! gets a new report that points at it.
 
-use super::common::{Env, fixture};
+use super::common::Env;
 use base64::Engine;
 
 fn reply(from: &str, code: &str, text: &str, photo: bool) -> Vec<u8> {
@@ -36,17 +36,7 @@ fn ingest(env: &Env, name: &str, bytes: &[u8]) -> String {
 #[test]
 fn the_reporters_reply_with_a_photo_joins_their_report() {
     let env = Env::new("", "");
-    let out = env.cli_ok(&[
-        "ingest",
-        "--channel",
-        "mail",
-        fixture("01-utf8-nfc.eml").to_str().unwrap(),
-    ]);
-    let code = out
-        .split_whitespace()
-        .find(|w| w.starts_with("PA-"))
-        .unwrap()
-        .to_string();
+    let code = env.ingest_fixture("01-utf8-nfc.eml");
 
     let follow = reply(
         "An <AN.NGUYEN@example.com>",
@@ -105,17 +95,7 @@ fn a_masked_sink_does_not_see_the_number_in_a_follow_up() {
         "[sinks.masked]\nkind = \"spool\"\ndir = \"masked\"\ncontact = \"masked\"",
         "",
     );
-    let out = env.cli_ok(&[
-        "ingest",
-        "--channel",
-        "mail",
-        fixture("01-utf8-nfc.eml").to_str().unwrap(),
-    ]);
-    let code = out
-        .split_whitespace()
-        .find(|w| w.starts_with("PA-"))
-        .unwrap()
-        .to_string();
+    let code = env.ingest_fixture("01-utf8-nfc.eml");
     ingest(
         &env,
         "f.eml",
@@ -149,17 +129,7 @@ fn a_masked_sink_does_not_see_the_number_in_a_follow_up() {
 #[test]
 fn a_stranger_citing_a_code_gets_a_new_report_linked_to_it() {
     let env = Env::new("", "");
-    let out = env.cli_ok(&[
-        "ingest",
-        "--channel",
-        "mail",
-        fixture("01-utf8-nfc.eml").to_str().unwrap(),
-    ]);
-    let code = out
-        .split_whitespace()
-        .find(|w| w.starts_with("PA-"))
-        .unwrap()
-        .to_string();
+    let code = env.ingest_fixture("01-utf8-nfc.eml");
     let out = ingest(
         &env,
         "stranger.eml",
