@@ -31,33 +31,18 @@ case "$COUNT$ROUNDS$TIMEOUT" in *[!0-9]*) echo "--count, --rounds, --timeout tak
 command -v mbsync >/dev/null || { echo "mbsync missing: apt-get install -y isync" >&2; exit 1; }
 command -v dovecot >/dev/null || { echo "dovecot missing: apt-get install -y dovecot-imapd" >&2; exit 1; }
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$CARGO_TARGET_DIR/release/phananh"
-echo "== building release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
-(cd "$ROOT" && cargo build --release --quiet --bin phananh)
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/phananh-imap-drain.XXXXXX")"
-chmod 755 "$WORK"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init imap-drain
 DOVE_PID="" OURS_PID=""
 cleanup() {
-  if [ -n "$OURS_PID" ] && kill -0 "$OURS_PID" 2>/dev/null; then
-    kill -TERM "$OURS_PID" 2>/dev/null || true; sleep 1; kill -KILL "$OURS_PID" 2>/dev/null || true
-    wait "$OURS_PID" 2>/dev/null || true
-  fi
-  if [ -n "$DOVE_PID" ]; then # its own session/process group (setsid): kill the whole group
-    kill -TERM -- "-$DOVE_PID" 2>/dev/null || true; sleep 0.5; kill -KILL -- "-$DOVE_PID" 2>/dev/null || true
-    wait "$DOVE_PID" 2>/dev/null || true
-  fi
+  stop_daemon "$OURS_PID"
+  stop_dovecot
   if [ "$KEEP" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Free ports, asked of the kernel.
-read -r IMAP_PORT TLS_PORT HTTP_PORT < <(python3 -c '
-import socket; s=[socket.socket() for _ in range(3)]
-[x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])')
+read -r IMAP_PORT TLS_PORT HTTP_PORT < <(free_ports 3)
 PASS="bench-pass"
 DOVE="$WORK/dovecot"
 mkdir -p "$DOVE/mail"
@@ -116,14 +101,7 @@ done
 [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$DOVE"
 sync -f "$WORK"
 
-setsid "$ROOT/tests/support/dovecot.sh" "$DOVE" "$IMAP_PORT" "$TLS_PORT" "$PASS" > "$WORK/dovecot.log" 2>&1 &
-DOVE_PID=$!
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$IMAP_PORT") 2>/dev/null && break
-  kill -0 "$DOVE_PID" 2>/dev/null || { echo "dovecot exited:" >&2; tail -20 "$WORK/dovecot.log" >&2; exit 1; }
-  sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$IMAP_PORT") 2>/dev/null || { echo "dovecot not listening" >&2; exit 1; }
+start_dovecot "$DOVE" "$IMAP_PORT" "$TLS_PORT" "$PASS" "$WORK/dovecot.log"
 
 now() { date +%s.%N; }
 calc() { python3 -c "print($1)"; }
@@ -165,23 +143,7 @@ EOF
 run_ours() { # round -> O_S
   local d="$WORK/r$1-ours"; mkdir -p "$d/channels" "$d/state"
   printf '%s' "$PASS" > "$d/imap-pass"; chmod 600 "$d/imap-pass"
-  cat > "$d/phananh.toml" <<EOF
-state_dir = "$d/state"
-channels_dir = "$d/channels"
-listen = "127.0.0.1:$HTTP_PORT"
-tracking_prefix = "PA"
-time_zone = "Asia/Ho_Chi_Minh"
-default_category = "chua_phan_loai"
-
-[sinks.spool]
-kind = "spool"
-dir = "spool"
-
-[[categories]]
-code = "chua_phan_loai"
-name = "Chưa phân loại"
-unit = "trung_tam_giam_sat"
-EOF
+  write_daemon_config "$d" "$HTTP_PORT"
   cat > "$d/channels/dttm.toml" <<EOF
 kind = "imap"
 host = "127.0.0.1"

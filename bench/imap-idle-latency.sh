@@ -28,66 +28,29 @@ case "$COUNT" in ''|*[!0-9]*) echo "--count takes an integer" >&2; exit 2 ;; esa
 [ "$COUNT" -gt 0 ] || { echo "--count must be > 0" >&2; exit 2; }
 command -v dovecot >/dev/null || { echo "dovecot missing: apt-get install -y dovecot-imapd" >&2; exit 1; }
 
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-BIN="$CARGO_TARGET_DIR/release/phananh"
-echo "== building release binary (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)" >&2
-(cd "$ROOT" && cargo build --release --quiet --bin phananh)
-
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/phananh-imap-idle.XXXXXX")"
-chmod 755 "$WORK"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+bench_init imap-idle
 DOVE_PID="" OURS_PID=""
 cleanup() {
-  if [ -n "$OURS_PID" ] && kill -0 "$OURS_PID" 2>/dev/null; then
-    kill -TERM "$OURS_PID" 2>/dev/null || true; sleep 1; kill -KILL "$OURS_PID" 2>/dev/null || true
-    wait "$OURS_PID" 2>/dev/null || true
-  fi
-  if [ -n "$DOVE_PID" ]; then # its own session/process group (setsid): kill the whole group
-    kill -TERM -- "-$DOVE_PID" 2>/dev/null || true; sleep 0.5; kill -KILL -- "-$DOVE_PID" 2>/dev/null || true
-    wait "$DOVE_PID" 2>/dev/null || true
-  fi
+  stop_daemon "$OURS_PID"
+  stop_dovecot
   if [ "$KEEP" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-read -r IMAP_PORT TLS_PORT HTTP_PORT < <(python3 -c '
-import socket; s=[socket.socket() for _ in range(3)]
-[x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])')
+read -r IMAP_PORT TLS_PORT HTTP_PORT < <(free_ports 3)
 PASS="bench-pass" USER_NAME="idle1"
 DOVE="$WORK/dovecot"
 MD="$DOVE/mail/$USER_NAME/Maildir"
 mkdir -p "$MD/tmp" "$MD/new" "$MD/cur"
 [ "$(id -u)" = 0 ] && chown -R nobody:nogroup "$DOVE"
 
-setsid "$ROOT/tests/support/dovecot.sh" "$DOVE" "$IMAP_PORT" "$TLS_PORT" "$PASS" > "$WORK/dovecot.log" 2>&1 &
-DOVE_PID=$!
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$IMAP_PORT") 2>/dev/null && break
-  kill -0 "$DOVE_PID" 2>/dev/null || { echo "dovecot exited:" >&2; tail -20 "$WORK/dovecot.log" >&2; exit 1; }
-  sleep 0.1
-done
-(exec 3<>"/dev/tcp/127.0.0.1/$IMAP_PORT") 2>/dev/null || { echo "dovecot not listening" >&2; exit 1; }
+start_dovecot "$DOVE" "$IMAP_PORT" "$TLS_PORT" "$PASS" "$WORK/dovecot.log"
 
 D="$WORK/ours"; mkdir -p "$D/channels" "$D/state"
 printf '%s' "$PASS" > "$D/imap-pass"; chmod 600 "$D/imap-pass"
-cat > "$D/phananh.toml" <<EOF
-state_dir = "$D/state"
-channels_dir = "$D/channels"
-listen = "127.0.0.1:$HTTP_PORT"
-tracking_prefix = "PA"
-time_zone = "Asia/Ho_Chi_Minh"
-default_category = "chua_phan_loai"
-
-[sinks.spool]
-kind = "spool"
-dir = "spool"
-
-[[categories]]
-code = "chua_phan_loai"
-name = "Chưa phân loại"
-unit = "trung_tam_giam_sat"
-EOF
+write_daemon_config "$D" "$HTTP_PORT"
 cat > "$D/channels/dttm.toml" <<EOF
 kind = "imap"
 host = "127.0.0.1"
