@@ -112,6 +112,7 @@ fn submission(item: &Item, received_at: chrono::DateTime<chrono::FixedOffset>) -
         source_ref: Some("1764120900.M1P1.bench".into()),
         received_at,
         body: SubmissionBody::Report(Box::new(item.draft.clone())),
+        acknowledge: false,
     }
 }
 

@@ -54,7 +54,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let channels_tracker = TaskTracker::new();
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
     for ch in config.channels.values() {
-        start_channel(&mut running, &channels_tracker, ch.clone(), &intake);
+        start_channel(
+            &mut running,
+            &channels_tracker,
+            ch.clone(),
+            &intake,
+            &config,
+        );
     }
     let mut current = config;
     tracing::info!(
@@ -133,6 +139,7 @@ fn start_channel(
     tracker: &TaskTracker,
     ch: ChannelConfig,
     intake: &Arc<Intake>,
+    config: &Config,
 ) {
     let cancel = CancellationToken::new();
     tracker.spawn(channels::supervise(
@@ -140,6 +147,15 @@ fn start_channel(
         intake.clone(),
         cancel.clone(),
     ));
+    if let Some(ack) = ch.ack() {
+        tracker.spawn(crate::ack::run(
+            ch.name.clone(),
+            ack.clone(),
+            config.daemon.forward.clone(),
+            intake.store().clone(),
+            cancel.clone(),
+        ));
+    }
     running.insert(ch.name.clone(), Running { config: ch, cancel });
 }
 
@@ -168,9 +184,10 @@ async fn reload(
     for name in names {
         // Channels with credentials restart on every reload: that re-reads their secret files,
         // which is how an operator recovers a channel whose login was refused.
-        let keep = new.channels.get(&name).is_some_and(|c| {
-            *c == running[&name].config && c.kind() != crate::config::ChannelKind::Imap
-        });
+        let keep = new
+            .channels
+            .get(&name)
+            .is_some_and(|c| *c == running[&name].config && !c.has_secrets());
         if !keep && let Some(r) = running.remove(&name) {
             r.cancel.cancel();
             if new.channels.contains_key(&name) {
@@ -182,7 +199,7 @@ async fn reload(
     }
     for (name, ch) in &new.channels {
         if !running.contains_key(name) {
-            start_channel(running, tracker, ch.clone(), intake);
+            start_channel(running, tracker, ch.clone(), intake, &current);
             added += 1;
         }
     }

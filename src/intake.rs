@@ -26,6 +26,9 @@ pub const PARTIAL_RAW: &str = "its first 64 KiB are kept here";
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParseRules {
     pub email: EmailConfig,
+    /// The channel acknowledges new reports (it has an `[ack]` table): the writer records an
+    /// acknowledgement to send with each new report.
+    pub acknowledge: bool,
 }
 
 pub struct Intake {
@@ -65,9 +68,15 @@ impl Intake {
         let raw = Arc::try_unwrap(raw).unwrap_or_else(|a| (*a).clone());
         let body = match parsed {
             Outcome::Report(draft) => SubmissionBody::Report(draft),
-            Outcome::Automated { rule, external_id } => {
-                SubmissionBody::Automated { external_id, rule }
-            }
+            Outcome::Automated {
+                rule,
+                external_id,
+                bounce,
+            } => SubmissionBody::Automated {
+                external_id,
+                rule,
+                bounce,
+            },
             Outcome::Reject(reason) => SubmissionBody::Quarantine { reason },
         };
         let submission = Submission {
@@ -78,6 +87,7 @@ impl Intake {
             source_ref: env.source_ref,
             received_at,
             body,
+            acknowledge: rules.acknowledge,
         };
         Ok(self.store.submit(submission).await?)
     }
@@ -93,6 +103,7 @@ impl Intake {
             source_ref: env.source_ref,
             received_at,
             body: SubmissionBody::Quarantine { reason },
+            acknowledge: false,
         };
         Ok(self.store.submit(submission).await?)
     }
@@ -124,6 +135,7 @@ impl Intake {
                     source_ref: None,
                     received_at,
                     body: SubmissionBody::Retry { inbox_id, draft },
+                    acknowledge: rules.acknowledge,
                 };
                 Ok(Ok(self.store.submit(submission).await?))
             }
@@ -155,9 +167,14 @@ impl Intake {
                     }
                     Outcome::Report(draft)
                 }
-                Ok(email::Parsed::Automated { rule, external_id }) => Outcome::Automated {
+                Ok(email::Parsed::Automated {
+                    rule,
+                    external_id,
+                    bounce,
+                }) => Outcome::Automated {
                     rule: rule.to_string(),
                     external_id,
+                    bounce,
                 },
                 Err(reject) => Outcome::Reject(reject.to_string()),
             })
@@ -177,6 +194,10 @@ impl Intake {
 /// What parsing made of an item.
 enum Outcome {
     Report(Box<Draft>),
-    Automated { rule: String, external_id: String },
+    Automated {
+        rule: String,
+        external_id: String,
+        bounce: Option<email::Bounce>,
+    },
     Reject(String),
 }

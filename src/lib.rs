@@ -1,6 +1,7 @@
 //! phananh: citizens' field reports from every channel, stored once, forwarded reliably.
 //! docs/ARCHITECTURE.md maps this crate.
 
+pub mod ack;
 pub mod backoff;
 pub mod channels;
 pub mod cli;

@@ -53,6 +53,19 @@ impl ChannelConfig {
             ChannelSettings::Imap(_) => ChannelKind::Imap,
         }
     }
+
+    /// The channel's acknowledgement settings, when it answers new reports.
+    pub fn ack(&self) -> Option<&super::AckConfig> {
+        match &self.settings {
+            ChannelSettings::Maildir(m) => m.ack.as_ref(),
+            ChannelSettings::Imap(m) => m.ack.as_ref(),
+        }
+    }
+
+    /// Holds credentials (re-read on every reload, so the channel restarts on every reload).
+    pub fn has_secrets(&self) -> bool {
+        self.kind() == ChannelKind::Imap || self.ack().is_some_and(|a| a.smtp.password().is_some())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,6 +127,8 @@ pub struct MaildirConfig {
     #[serde(default, deserialize_with = "opt_size")]
     pub max_attachment_size: Option<u64>,
     pub max_attachments: Option<usize>,
+    /// Acknowledge each new report by mail.
+    pub ack: Option<super::AckConfig>,
 }
 
 impl MaildirConfig {
@@ -139,7 +154,7 @@ fn with_overrides(
         max_message_size: max_message_size.unwrap_or(defaults.max_message_size),
         max_attachment_size: max_attachment_size.unwrap_or(defaults.max_attachment_size),
         max_attachments: max_attachments.unwrap_or(defaults.max_attachments),
-        own_addresses: defaults.own_addresses.clone(),
+        ..defaults.clone()
     }
 }
 
@@ -247,6 +262,8 @@ pub struct ImapConfig {
     #[serde(default, deserialize_with = "opt_size")]
     pub max_attachment_size: Option<u64>,
     pub max_attachments: Option<usize>,
+    /// Acknowledge each new report by mail.
+    pub ack: Option<super::AckConfig>,
 }
 
 impl ImapConfig {
@@ -284,16 +301,11 @@ impl ImapConfig {
             (None, None) => out.push(("username", "no password: add password_file = \"/etc/phananh/secrets/imap\" or password_env = \"VARIABLE\"".to_string())),
             _ => {}
         }
-        let loopback = matches!(self.host.as_str(), "localhost" | "127.0.0.1" | "::1")
-            || self
-                .host
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|a| a.is_loopback());
-        if self.tls == TlsMode::None && !loopback && !self.allow_insecure {
-            out.push(("tls", format!(
-                "tls = \"none\" would send the password to {} in clear; use \"implicit\" or \"starttls\", or set allow_insecure = true",
-                self.host
-            )));
+        if let Some(msg) = insecure(&self.host, self.tls, self.allow_insecure) {
+            out.push(("tls", msg));
+        }
+        if let Some(ack) = &self.ack {
+            out.extend(ack.problems());
         }
         if self.batch == 0 {
             out.push(("batch", "batch must be at least 1".to_string()));
@@ -306,6 +318,17 @@ impl ImapConfig {
         }
         out
     }
+}
+
+/// `tls = "none"` to a host that is not loopback, without `allow_insecure`: the complaint.
+pub(super) fn insecure(host: &str, tls: TlsMode, allow_insecure: bool) -> Option<String> {
+    let loopback = matches!(host, "localhost" | "127.0.0.1" | "::1")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback());
+    (tls == TlsMode::None && !loopback && !allow_insecure).then(|| format!(
+        "tls = \"none\" would send the password to {host} in clear; use \"implicit\" or \"starttls\", or set allow_insecure = true"
+    ))
 }
 
 fn default_mailbox() -> String {

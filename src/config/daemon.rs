@@ -103,6 +103,13 @@ pub struct EmailConfig {
     /// with a Message-ID at their domains, is our own coming back: never a report.
     #[serde(default, deserialize_with = "lowercase_list")]
     pub own_addresses: Vec<String>,
+    /// A permanent bounce of one of our acknowledgements stops acknowledgements to that address
+    /// for this long.
+    #[serde(
+        default = "default_bounce_suppress_for",
+        deserialize_with = "units::duration"
+    )]
+    pub bounce_suppress_for: Duration,
 }
 
 fn lowercase_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -119,6 +126,7 @@ impl Default for EmailConfig {
             max_attachment_size: default_max_attachment_size(),
             max_attachments: default_max_attachments(),
             own_addresses: Vec::new(),
+            bounce_suppress_for: default_bounce_suppress_for(),
         }
     }
 }
@@ -221,6 +229,9 @@ fn default_max_attachment_size() -> u64 {
 }
 fn default_max_attachments() -> usize {
     50
+}
+fn default_bounce_suppress_for() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 fn default_max_attempts() -> u32 {
     20

@@ -4,12 +4,14 @@
 //! `phananh check` shows an operator the whole list at once. The daemon loads through the same path,
 //! so what `check` accepts is exactly what `run` starts with.
 
+mod ack;
 mod channel;
 mod daemon;
 mod error;
 pub mod secrets;
 pub mod units;
 
+pub use ack::{AckConfig, SmtpConfig};
 pub use channel::{
     AfterIngest, Backlog, ChannelConfig, ChannelKind, ChannelSettings, ImapAfter, ImapConfig,
     MaildirConfig, TlsMode,
@@ -135,9 +137,17 @@ pub fn check(path: &Path) -> LoadReport {
 
     let ok = files.iter().all(|f| f.errors.is_empty());
     let config = match (ok, daemon, tz) {
-        (true, Some(daemon), Some(tz)) => Some(Config {
+        (true, Some(mut daemon), Some(tz)) => Some(Config {
+            daemon: {
+                // What we send must be recognised as ours when it comes back.
+                for a in channels.values().filter_map(|c| c.ack()?.from_address()) {
+                    if !daemon.email.own_addresses.contains(&a) {
+                        daemon.email.own_addresses.push(a);
+                    }
+                }
+                daemon
+            },
             path,
-            daemon,
             tz,
             channels,
         }),
@@ -394,6 +404,12 @@ fn load_channel(path: &Path) -> Result<ChannelConfig, Vec<ConfigError>> {
                         "scan_interval must be more than 0s",
                     ));
                 }
+                if let Some(ack) = &m.ack {
+                    for (key, msg) in ack.problems() {
+                        errors.push(ConfigError::at_key(path, &text, key, msg));
+                    }
+                }
+                errors.extend(prepare_ack(&mut m.ack, base, path, &text));
                 Some(ChannelSettings::Maildir(m))
             }
             Err(e) => {
@@ -408,6 +424,7 @@ fn load_channel(path: &Path) -> Result<ChannelConfig, Vec<ConfigError>> {
                 for (key, msg) in m.problems() {
                     errors.push(ConfigError::at_key(path, &text, key, msg));
                 }
+                errors.extend(prepare_ack(&mut m.ack, base, path, &text));
                 Some(ChannelSettings::Imap(m))
             }
             Err(e) => {
@@ -425,6 +442,46 @@ fn load_channel(path: &Path) -> Result<ChannelConfig, Vec<ConfigError>> {
         }),
         _ => Err(errors),
     }
+}
+
+/// Makes an `[ack]` table's paths absolute and reads its `body_file` into `body`, so a template
+/// with a mistake is refused at load, not at the first send.
+fn prepare_ack(
+    ack: &mut Option<AckConfig>,
+    base: &Path,
+    path: &Path,
+    text: &str,
+) -> Vec<ConfigError> {
+    let Some(ack) = ack else {
+        return Vec::new();
+    };
+    ack.smtp.ca_file = ack.smtp.ca_file.take().map(|p| resolve(base, &p));
+    ack.smtp.password_file = ack.smtp.password_file.take().map(|p| resolve(base, &p));
+    let Some(file) = ack.body_file.take().map(|p| resolve(base, &p)) else {
+        return Vec::new();
+    };
+    let mut errors = Vec::new();
+    match std::fs::read_to_string(&file) {
+        Ok(body) => {
+            if let Err(msg) = ack::check_template(&body) {
+                errors.push(ConfigError::at_key(
+                    path,
+                    text,
+                    "body_file",
+                    format!("{}: {msg}", file.display()),
+                ));
+            }
+            ack.body = Some(body);
+        }
+        Err(e) => errors.push(ConfigError::at_key(
+            path,
+            text,
+            "body_file",
+            format!("cannot read {}: {e}", file.display()),
+        )),
+    }
+    ack.body_file = Some(file);
+    errors
 }
 
 fn is_code(s: &str) -> bool {

@@ -151,7 +151,7 @@ fn the_reference_files_and_readme_match_the_code() {
         let uncommented: String = channel
             .lines()
             .map(|l| l.trim_start_matches("# "))
-            .filter(|l| l.contains(" = "))
+            .filter(|l| l.contains(" = ") || (l.starts_with('[') && l.ends_with(']')))
             .collect::<Vec<_>>()
             .join("\n");
         collect(&uncommented.parse::<toml::Table>().unwrap(), &mut keys);
@@ -174,4 +174,50 @@ fn the_reference_files_and_readme_match_the_code() {
         undocumented.is_empty(),
         "keys missing from the README reference: {undocumented:?}"
     );
+}
+
+#[test]
+fn an_ack_table_loads_its_body_file_and_its_sender_counts_as_our_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "phananh.toml", "state_dir = \"state\"\n");
+    write(dir.path(), "channels/ack.txt", "Mã: {code}\n");
+    write(
+        dir.path(),
+        "channels/mail.toml",
+        "kind = \"maildir\"\npath = \"M\"\n[ack]\nfrom = \"IOC <DTTM@hue.example.vn>\"\nbody_file = \"ack.txt\"\n[ack.smtp]\nhost = \"relay.hue.example.vn\"\nusername = \"dttm\"\npassword_file = \"smtp.pass\"\n",
+    );
+    let c = load(&main).unwrap();
+    let ack = c.channels["mail"].ack().unwrap();
+    assert_eq!(ack.body(), "Mã: {code}\n");
+    assert_eq!(ack.smtp.port(), 465);
+    assert_eq!(
+        ack.smtp.password_file,
+        Some(dir.path().join("channels/smtp.pass"))
+    );
+    assert!(
+        c.daemon
+            .email
+            .own_addresses
+            .contains(&"dttm@hue.example.vn".to_string())
+    );
+    assert_eq!(ack.max_age, std::time::Duration::from_secs(3 * 86400));
+}
+
+#[test]
+fn ack_mistakes_are_refused_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "phananh.toml", "state_dir = \"state\"\n");
+    write(
+        dir.path(),
+        "channels/mail.toml",
+        "kind = \"maildir\"\npath = \"M\"\n[ack]\nfrom = \"not an address\"\nsubject = \"[{code}] {ten}\"\nbody_file = \"missing.txt\"\n[ack.smtp]\nhost = \"relay.example.vn\"\ntls = \"none\"\nusername = \"u\"\n",
+    );
+    let errs = load(&main).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(has("mail.toml:4:1: from \"not an address\""), "{text:#?}");
+    assert!(has("mail.toml:5:1: unknown placeholder {ten}"), "{text:#?}");
+    assert!(has("mail.toml:6:1: cannot read"), "{text:#?}");
+    assert!(has("in clear"), "{text:#?}");
+    assert!(has("no password"), "{text:#?}");
 }

@@ -1,6 +1,7 @@
 //! The store: SQLite in WAL mode, written by one thread that commits many submissions per
 //! transaction (group commit), read by anyone through their own connections.
 
+pub mod acks;
 pub mod queries;
 mod schema;
 mod writer;
@@ -42,6 +43,8 @@ pub struct StoreSettings {
     pub tracking_prefix: String,
     pub tz: chrono_tz::Tz,
     pub same_text_window: Duration,
+    /// How long a bounced acknowledgement stops mail to its address.
+    pub bounce_suppress_for: Duration,
     /// Every sink gets an outbox row per event.
     pub sinks: Vec<(String, ContactPolicy)>,
     /// category code → unit, for routing.
@@ -57,6 +60,7 @@ impl StoreSettings {
             tracking_prefix: c.daemon.tracking_prefix.clone(),
             tz: c.tz,
             same_text_window: c.daemon.dedupe.same_text_window,
+            bounce_suppress_for: c.daemon.email.bounce_suppress_for,
             sinks: c
                 .daemon
                 .sinks
@@ -83,6 +87,8 @@ pub struct Submission {
     pub source_ref: Option<String>,
     pub received_at: chrono::DateTime<chrono::FixedOffset>,
     pub body: SubmissionBody,
+    /// Record an acknowledgement to send when this makes a new report.
+    pub acknowledge: bool,
 }
 
 #[derive(Debug)]
@@ -95,6 +101,7 @@ pub enum SubmissionBody {
     Automated {
         external_id: String,
         rule: String,
+        bounce: Option<crate::channels::email::Bounce>,
     },
     /// `phananh quarantine retry`: a quarantined inbox row parsed now.
     Retry {
@@ -202,6 +209,19 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(writer::Command::Cursor(cursor, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records what became of acknowledgements (one transaction for the lot).
+    pub async fn record_acks(
+        &self,
+        updates: Vec<(i64, acks::AckUpdate)>,
+    ) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::Acks(updates, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

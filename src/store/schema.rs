@@ -111,6 +111,39 @@ pub fn migrations() -> Migrations<'static> {
             );
             "#,
         ),
+        // Acknowledgements: at most one per report (UNIQUE), each send or suppression recorded
+        // with its reason. The address is not copied here: it stays in `reporters`.
+        M::up(
+            r#"
+            CREATE TABLE acks (
+                id              INTEGER PRIMARY KEY,
+                report_id       TEXT NOT NULL UNIQUE REFERENCES reports (id),
+                channel         TEXT NOT NULL,
+                state           TEXT NOT NULL
+                                CHECK (state IN ('pending', 'sending', 'retrying', 'sent', 'suppressed', 'dead')),
+                reason          TEXT,
+                attempts        INTEGER NOT NULL DEFAULT 0,
+                next_attempt_ms INTEGER NOT NULL,
+                last_error      TEXT,
+                message_id      TEXT,
+                created_at      TEXT NOT NULL,
+                done_at         TEXT
+            );
+            CREATE INDEX acks_due ON acks (channel, state, next_attempt_ms);
+            CREATE INDEX acks_message_id ON acks (message_id) WHERE message_id IS NOT NULL;
+
+            -- Addresses not to acknowledge (a bounce said they do not exist), by SHA-256 of the
+            -- lowercase address, so this table holds no address.
+            CREATE TABLE mail_suppressions (
+                address_sha256 TEXT PRIMARY KEY,
+                until_ms       INTEGER NOT NULL,
+                reason         TEXT NOT NULL,
+                ack_id         INTEGER REFERENCES acks (id),
+                inbox_id       INTEGER REFERENCES inbox (id),
+                created_at     TEXT NOT NULL
+            );
+            "#,
+        ),
     ])
 }
 

@@ -15,6 +15,7 @@ pub enum Command {
     Deliveries(Vec<(i64, Delivery)>, Reply<()>),
     Requeue(Option<Vec<i64>>, Reply<usize>),
     Cursor(Cursor, Reply<()>),
+    Acks(Vec<(i64, super::acks::AckUpdate)>, Reply<()>),
 }
 
 /// An IMAP channel's position in a mailbox.
@@ -109,6 +110,9 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
                 Pending::Deliveries(reply, deliveries(&sp, &list, now))
             }
             Command::Cursor(c, reply) => Pending::Deliveries(reply, set_cursor(&sp, &c)),
+            Command::Acks(list, reply) => {
+                Pending::Deliveries(reply, super::acks::update(&sp, &list, now))
+            }
             Command::Requeue(ids, reply) => {
                 let r = requeue(&sp, ids.as_deref(), now);
                 if matches!(r, Ok(n) if n > 0) {
@@ -186,6 +190,7 @@ fn fail(cmd: Command, msg: &str) {
         Command::Deliveries(_, r) => drop(r.send(Err(err()))),
         Command::Requeue(_, r) => drop(r.send(Err(err()))),
         Command::Cursor(_, r) => drop(r.send(Err(err()))),
+        Command::Acks(_, r) => drop(r.send(Err(err()))),
     }
 }
 
@@ -227,6 +232,7 @@ fn submit(
         SubmissionBody::Automated {
             ref external_id,
             ref rule,
+            ref bounce,
         } => {
             if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
                 return Ok(r);
@@ -234,6 +240,12 @@ fn submit(
             let inbox_id = insert_inbox(conn, &s, external_id, "stored", None, received_at)?;
             conn.prepare_cached("UPDATE inbox SET automated = ?2 WHERE id = ?1")?
                 .execute(params![inbox_id, rule])?;
+            if let Some(b) = bounce
+                && let Some(code) =
+                    super::acks::bounced(conn, b, inbox_id, settings.bounce_suppress_for, now)?
+            {
+                tracing::warn!(channel = %s.channel, tracking_code = %code, suppressed_for = ?settings.bounce_suppress_for, "The acknowledgement for this report bounced; its address gets no more acknowledgements for a while.");
+            }
             Ok(Receipt {
                 inbox_id,
                 outcome: Outcome::Automated { rule: rule.clone() },
@@ -578,6 +590,16 @@ fn store_report(
         id: id.clone(),
         tracking_code,
     };
+    if s.acknowledge {
+        super::acks::owe(
+            conn,
+            &id,
+            &s.channel,
+            draft.reporter.email.is_some(),
+            duplicate_of.is_some(),
+            now,
+        )?;
+    }
     match duplicate_of {
         // Same reporter, same text: recorded and linked, not forwarded as a new report.
         Some(of) => Ok(Outcome::Duplicate {

@@ -26,6 +26,7 @@ fn submission(n: usize) -> Submission {
         source_ref: None,
         received_at: chrono::Utc::now().fixed_offset(),
         body: SubmissionBody::Report(Box::new(draft)),
+        acknowledge: false,
     }
 }
 
@@ -40,6 +41,7 @@ async fn a_blocked_writer_holds_intake_at_the_queue_capacity() {
         tracking_prefix: "PA".into(),
         tz: chrono_tz::Asia::Ho_Chi_Minh,
         same_text_window: Duration::from_secs(3600),
+        bounce_suppress_for: Duration::from_secs(3600),
         sinks: vec![("spool".into(), ContactPolicy::Full)],
         units: vec![],
     })

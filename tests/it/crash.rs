@@ -79,6 +79,11 @@ fn sigkill_at_random_moments_loses_nothing_and_duplicates_nothing() {
         env.count(&env.spool(), ".json"),
         env.log()
     );
+    // Everything may have been drained by the killed runs: SIGTERM before the handlers are in
+    // place would kill it instead of stopping it.
+    assert!(wait_for(Duration::from_secs(10), || env
+        .log()
+        .contains("phananh is running")));
     signal(&child, libc::SIGTERM);
     let mut child = child;
     assert_eq!(child.wait().unwrap().code(), Some(0));

@@ -17,8 +17,17 @@ fn render(raw: &[u8]) -> serde_json::Value {
             "draft": draft,
             "blobs": blobs.iter().map(|b| serde_json::json!({"sha256": b.sha256, "size": b.bytes.len()})).collect::<Vec<_>>(),
         }),
-        Ok(Parsed::Automated { rule, external_id }) => {
-            serde_json::json!({ "automated": rule, "external_id": external_id })
+        Ok(Parsed::Automated {
+            rule,
+            external_id,
+            bounce,
+        }) => {
+            let mut v = serde_json::json!({ "automated": rule, "external_id": external_id });
+            if let Some(b) = bounce {
+                v["bounce"] =
+                    serde_json::json!({ "message_ids": b.message_ids, "permanent": b.permanent });
+            }
+            v
         }
         Err(reject) => serde_json::json!({ "quarantined": reject.0 }),
     }

@@ -472,3 +472,54 @@ fn backlog_skip_leaves_old_mail_and_takes_new_mail_even_across_a_restart() {
         "the backlog stays in the INBOX"
     );
 }
+
+#[test]
+fn machine_mail_is_stored_but_neither_reported_nor_answered_and_a_citizen_is() {
+    let dv = Dovecot::start();
+    let sinkdir = tempfile::tempdir().unwrap();
+    let sink = super::smtp_sink::SmtpSink::start(sinkdir.path());
+    dv.deliver(
+        "dttm",
+        "1700000001.M1P1.mx",
+        &super::ack::mail(
+            "ba.tran@example.com",
+            "citizen-1",
+            "Đường Nguyễn Huệ mất điện từ tối qua.",
+            chrono::Duration::zero(),
+        ),
+    );
+    for (n, f) in ["13-auto-reply.eml", "14-bounce.eml", "15-mailing-list.eml"]
+        .iter()
+        .enumerate()
+    {
+        dv.deliver(
+            "dttm",
+            &format!("170000001{n}.M1P1.mx"),
+            &std::fs::read(super::common::fixture(f)).unwrap(),
+        );
+    }
+    let env = env_for(&dv, "dttm", &super::ack::ack_channel(&sink, ""));
+    let _d = env.start();
+    let processed = dv.maildir("dttm").join(".Processed");
+    assert!(
+        wait_for(Duration::from_secs(30), || dv.count(&processed) == 4),
+        "{}",
+        env.log()
+    );
+    let got = sink.wait_for(1, || env.log());
+    assert_eq!(got[0].rcpt, "ba.tran@example.com");
+    let db = env.db();
+    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM reports"), 1);
+    assert_eq!(
+        count("SELECT count(*) FROM inbox WHERE automated IS NOT NULL"),
+        3
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM acks"),
+        1,
+        "machines are owed nothing"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(sink.messages().len(), 1);
+}

@@ -1,6 +1,7 @@
 //! The one integration-test binary (links once: these machines have 2 cores).
 //! Black-box where a user would be: the real `phananh` binary, real files, real signals.
 
+mod ack;
 mod backpressure;
 mod cli;
 mod common;
@@ -12,4 +13,5 @@ mod hostile;
 mod imap;
 mod outbox;
 mod schema;
+mod smtp_sink;
 mod systemd;

@@ -29,6 +29,8 @@ pub enum Parsed {
     Automated {
         rule: &'static str,
         external_id: String,
+        /// Set when it is a bounce: which message came back, and whether for good.
+        bounce: Option<super::Bounce>,
     },
 }
 
@@ -44,6 +46,7 @@ pub fn parse(
         return Ok(Parsed::Automated {
             rule,
             external_id: external_id(&msg, raw),
+            bounce: super::bounce::bounce(&msg),
         });
     }
     let (draft, blobs) = report(&msg, raw, limits, tz, default_category)?;

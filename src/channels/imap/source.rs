@@ -73,6 +73,7 @@ pub async fn run(
 
     let rules = ParseRules {
         email: cfg.limits(intake.email_defaults()),
+        acknowledge: cfg.ack.is_some(),
     };
     let job = Drain {
         name,

@@ -85,6 +85,7 @@ pub async fn run(
 
     let rules = ParseRules {
         email: cfg.limits(intake.email_defaults()),
+        acknowledge: cfg.ack.is_some(),
     };
     let budget = Arc::new(Semaphore::new(MEMORY_BUDGET >> 10));
     // Files that failed (not stored, or stored but stuck in new/) are retried by the periodic
@@ -427,6 +428,7 @@ mod tests {
             file: file.into(),
             rules: ParseRules {
                 email: intake.email_defaults().clone(),
+                acknowledge: false,
             },
             intake,
             budget: Arc::new(Semaphore::new(MEMORY_BUDGET >> 10)),
