@@ -49,7 +49,11 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     }
 
     let http_cancel = CancellationToken::new();
-    let http = tokio::spawn(crate::http::serve(listener, http_cancel.clone()));
+    let http = tokio::spawn(crate::http::serve(
+        listener,
+        intake.health().clone(),
+        http_cancel.clone(),
+    ));
 
     let channels_tracker = TaskTracker::new();
     let mut running: BTreeMap<String, Running> = BTreeMap::new();
@@ -190,6 +194,7 @@ async fn reload(
             .is_some_and(|c| *c == running[&name].config && !c.has_secrets());
         if !keep && let Some(r) = running.remove(&name) {
             r.cancel.cancel();
+            intake.health().remove(&name);
             if new.channels.contains_key(&name) {
                 changed += 1;
             } else {

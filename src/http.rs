@@ -1,23 +1,48 @@
-//! The one HTTP server: `/healthz` now; webhooks, `/readyz` and `/metrics` join it later.
+//! The one HTTP server: `/healthz` (alive) and `/readyz` (each channel's state); webhooks and
+//! `/metrics` join it later.
 
+use crate::health::{Health, State};
+use axum::extract::State as Extract;
+use axum::http::StatusCode;
 use axum::{Json, Router, routing::get};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub fn router() -> Router {
-    Router::new().route("/healthz", get(healthz))
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(health)
 }
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
 }
 
+/// 200 while no channel needs the operator, 503 when one does, so a monitor can page someone.
+/// `status` is `degraded` while a channel reconnects on its own.
+async fn readyz(Extract(health): Extract<Health>) -> (StatusCode, Json<serde_json::Value>) {
+    let channels = health.snapshot();
+    let needs_operator = channels.values().any(|c| c.state == State::NeedsOperator);
+    let all_running = channels.values().all(|c| c.state == State::Running);
+    let (code, status) = match (needs_operator, all_running) {
+        (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "needs_operator"),
+        (false, false) => (StatusCode::OK, "degraded"),
+        (false, true) => (StatusCode::OK, "ok"),
+    };
+    (
+        code,
+        Json(json!({ "status": status, "channels": channels })),
+    )
+}
+
 /// Serves until `cancel` fires, then lets in-flight requests finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    health: Health,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router())
+    axum::serve(listener, router(health))
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
 }

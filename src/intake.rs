@@ -37,6 +37,7 @@ pub struct Intake {
     tz: chrono_tz::Tz,
     default_category: String,
     email_defaults: EmailConfig,
+    health: crate::health::Health,
 }
 
 impl Intake {
@@ -47,7 +48,13 @@ impl Intake {
             tz: config.tz,
             default_category: config.daemon.default_category.clone(),
             email_defaults: config.daemon.email.clone(),
+            health: Default::default(),
         }
+    }
+
+    /// Where channels say how they are doing (read by `/readyz`).
+    pub fn health(&self) -> &crate::health::Health {
+        &self.health
     }
 
     /// The daemon-wide e-mail limits a channel starts from.

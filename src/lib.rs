@@ -9,6 +9,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod forward;
+pub mod health;
 pub mod http;
 pub mod intake;
 pub mod logging;

@@ -23,7 +23,9 @@ pub struct Envelope {
 
 /// Runs one channel until `cancel` fires, restarting it with backoff whenever it fails.
 pub async fn supervise(channel: ChannelConfig, intake: Arc<Intake>, cancel: CancellationToken) {
+    use crate::health::State;
     let mut failures: u32 = 0;
+    intake.health().set(&channel.name, State::Starting, None);
     loop {
         let started = std::time::Instant::now();
         let result = match &channel.settings {
@@ -46,9 +48,23 @@ pub async fn supervise(channel: ChannelConfig, intake: Arc<Intake>, cancel: Canc
             crate::backoff::delay(failures, Duration::from_secs(1), Duration::from_secs(300));
         match result {
             Ok(()) => {
+                intake
+                    .health()
+                    .set(&channel.name, State::Reconnecting, None);
                 tracing::warn!(channel = %channel.name, retry_in = ?delay, "Channel stopped; restarting.")
             }
             Err(e) => {
+                // A channel waiting for the operator keeps saying so until it is fixed.
+                let waiting = intake
+                    .health()
+                    .snapshot()
+                    .get(&channel.name)
+                    .is_some_and(|h| h.state == State::NeedsOperator);
+                if !waiting {
+                    intake
+                        .health()
+                        .set(&channel.name, State::Reconnecting, Some(format!("{e:#}")));
+                }
                 tracing::warn!(channel = %channel.name, retry_in = ?delay, error = format!("{e:#}"), "Channel failed; restarting.")
             }
         }

@@ -235,6 +235,10 @@ pub struct ImapConfig {
     pub username: String,
     pub password_file: Option<PathBuf>,
     pub password_env: Option<String>,
+    /// XOAUTH2 instead of a password: an access token the operator's tooling keeps fresh in this
+    /// file (re-read at every connection) or variable.
+    pub oauth2_token_file: Option<PathBuf>,
+    pub oauth2_token_env: Option<String>,
     #[serde(default = "default_mailbox")]
     pub mailbox: String,
     #[serde(default = "default_imap_after")]
@@ -275,12 +279,20 @@ impl ImapConfig {
         })
     }
 
-    /// The password reference (validated: exactly one is set).
-    pub fn password(&self) -> super::secrets::SecretRef {
-        match (&self.password_file, &self.password_env) {
-            (Some(p), _) => super::secrets::SecretRef::File(p.clone()),
-            (None, Some(v)) => super::secrets::SecretRef::Env(v.clone()),
-            (None, None) => super::secrets::SecretRef::Env(String::new()),
+    /// How to log in (validated: exactly one secret is set).
+    pub fn credential(&self) -> Credential {
+        use super::secrets::SecretRef;
+        match (
+            &self.password_file,
+            &self.password_env,
+            &self.oauth2_token_file,
+            &self.oauth2_token_env,
+        ) {
+            (Some(p), ..) => Credential::Password(SecretRef::File(p.clone())),
+            (_, Some(v), ..) => Credential::Password(SecretRef::Env(v.clone())),
+            (.., Some(p), _) => Credential::OAuth2(SecretRef::File(p.clone())),
+            (.., Some(v)) => Credential::OAuth2(SecretRef::Env(v.clone())),
+            _ => Credential::Password(SecretRef::Env(String::new())),
         }
     }
 
@@ -296,10 +308,16 @@ impl ImapConfig {
     /// Problems serde cannot see, as (key, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
-        match (&self.password_file, &self.password_env) {
-            (Some(_), Some(_)) => out.push(("password_file", "set password_file or password_env, not both".to_string())),
-            (None, None) => out.push(("username", "no password: add password_file = \"/etc/phananh/secrets/imap\" or password_env = \"VARIABLE\"".to_string())),
-            _ => {}
+        let secrets = [
+            self.password_file.is_some(),
+            self.password_env.is_some(),
+            self.oauth2_token_file.is_some(),
+            self.oauth2_token_env.is_some(),
+        ];
+        match secrets.iter().filter(|s| **s).count() {
+            0 => out.push(("username", "no password: add password_file = \"/etc/phananh/secrets/imap\" or password_env = \"VARIABLE\" (or oauth2_token_file for XOAUTH2)".to_string())),
+            1 => {}
+            _ => out.push(("password_file", "set one of password_file, password_env, oauth2_token_file, oauth2_token_env".to_string())),
         }
         if let Some(msg) = insecure(&self.host, self.tls, self.allow_insecure) {
             out.push(("tls", msg));
@@ -318,6 +336,14 @@ impl ImapConfig {
         }
         out
     }
+}
+
+/// How an IMAP channel logs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Password(super::secrets::SecretRef),
+    /// SASL XOAUTH2 with an access token (Gmail, Microsoft 365).
+    OAuth2(super::secrets::SecretRef),
 }
 
 /// `tls = "none"` to a host that is not loopback, without `allow_insecure`: the complaint.

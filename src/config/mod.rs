@@ -13,8 +13,8 @@ pub mod units;
 
 pub use ack::{AckConfig, SmtpConfig};
 pub use channel::{
-    AfterIngest, Backlog, ChannelConfig, ChannelKind, ChannelSettings, ImapAfter, ImapConfig,
-    MaildirConfig, TlsMode,
+    AfterIngest, Backlog, ChannelConfig, ChannelKind, ChannelSettings, Credential, ImapAfter,
+    ImapConfig, MaildirConfig, TlsMode,
 };
 pub use daemon::{
     CategoryConfig, ContactPolicy, DaemonConfig, DedupeConfig, EmailConfig, ForwardConfig,
@@ -421,6 +421,7 @@ fn load_channel(path: &Path) -> Result<ChannelConfig, Vec<ConfigError>> {
             Ok((text, _, mut m)) => {
                 m.ca_file = m.ca_file.map(|p| resolve(base, &p));
                 m.password_file = m.password_file.map(|p| resolve(base, &p));
+                m.oauth2_token_file = m.oauth2_token_file.map(|p| resolve(base, &p));
                 for (key, msg) in m.problems() {
                     errors.push(ConfigError::at_key(path, &text, key, msg));
                 }

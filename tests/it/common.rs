@@ -252,3 +252,17 @@ pub fn message(n: usize) -> Vec<u8> {
     )
     .into_bytes()
 }
+
+/// A plain HTTP/1.1 GET to the daemon; the whole response (status line, headers, body).
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    std::io::Write::write_fmt(
+        &mut s,
+        format_args!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .ok()?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).ok()?;
+    Some(out)
+}

@@ -1,21 +1,7 @@
 //! `phananh run` as systemd would run it: Maildir in, spool out, signals, reloads, health.
 
-use super::common::{Env, fixture, message, signal, wait_for};
-use std::io::{Read, Write};
+use super::common::{Env, fixture, http_get, message, signal, wait_for};
 use std::time::{Duration, Instant};
-
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    Some(out)
-}
 
 fn stop(env: &Env, mut child: super::common::Daemon) {
     signal(&child, libc::SIGTERM);

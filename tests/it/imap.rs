@@ -1,6 +1,6 @@
 //! The imap channel against a real Dovecot on 127.0.0.1 (tests/support/dovecot.sh).
 
-use super::common::{Env, message, signal, wait_for};
+use super::common::{Env, http_get, message, signal, wait_for};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -274,6 +274,11 @@ fn a_refused_password_waits_for_the_operator_and_a_reload_recovers() {
         env.log()
     );
     assert!(!env.log().contains(PASSWORD) && !env.log().contains("sai-mat-khau"));
+    let ready = http_get(env.port, "/readyz").unwrap();
+    assert!(
+        ready.starts_with("HTTP/1.1 503") && ready.contains(r#""state":"needs_operator""#),
+        "{ready}"
+    );
 
     std::fs::write(env.path("imap.pass"), format!("{PASSWORD}\n")).unwrap();
     signal(&child, libc::SIGHUP);
@@ -282,6 +287,50 @@ fn a_refused_password_waits_for_the_operator_and_a_reload_recovers() {
         "{}",
         env.log()
     );
+    let ready = http_get(env.port, "/readyz").unwrap();
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains(r#""status":"ok""#),
+        "{ready}"
+    );
+}
+
+#[test]
+fn an_expired_xoauth2_token_waits_for_a_fresh_one_without_a_reload() {
+    let dv = Dovecot::start();
+    dv.deliver("dttm", "1700000000.M1P1.mx", &message(1));
+    let env = Env::new("", "");
+    std::fs::remove_file(env.path("channels/mail.toml")).unwrap();
+    // Dovecot checks an XOAUTH2 token the way it checks a password: the test password is a
+    // valid token, anything else is refused (expired).
+    std::fs::write(env.path("token"), "het-han\n").unwrap();
+    std::fs::write(
+        env.path("channels/dttm.toml"),
+        format!(
+            "kind = \"imap\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nusername = \"dttm\"\noauth2_token_file = \"../token\"\n",
+            dv.port
+        ),
+    )
+    .unwrap();
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .log()
+            .contains("XOAUTH2 token refused")),
+        "{}",
+        env.log()
+    );
+    assert!(http_get(env.port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 503")));
+    // The operator's tooling writes a fresh token; no reload is needed.
+    std::fs::write(env.path("token"), format!("{PASSWORD}\n")).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    assert!(dv.log().contains("method=XOAUTH2"), "{}", dv.log());
+    assert!(!env.log().contains(PASSWORD) && !env.log().contains("het-han"));
+    let ready = http_get(env.port, "/readyz").unwrap();
+    assert!(ready.contains(r#""state":"running""#), "{ready}");
 }
 
 #[test]

@@ -31,7 +31,7 @@ default_login_user = $USER_NAME
 first_valid_uid = $UID_N
 first_valid_gid = $GID_N
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login xoauth2
 passdb {
   driver = static
   args = password=$PASS

@@ -1,5 +1,5 @@
 //! Opening an authenticated session: TCP, then TLS (implicit or STARTTLS) with rustls on ring,
-//! then LOGIN.
+//! then LOGIN, or AUTHENTICATE XOAUTH2 with an access token.
 
 use crate::config::{ImapConfig, TlsMode};
 use anyhow::{Context, bail};
@@ -23,7 +23,26 @@ pub enum ConnectError {
     Other(#[from] anyhow::Error),
 }
 
-pub async fn open(cfg: &ImapConfig, password: &str) -> Result<ImapSession, ConnectError> {
+/// The secret, read at connection time.
+pub enum Login {
+    Password(String),
+    OAuth2Token(String),
+}
+
+/// SASL XOAUTH2 (Google's and Microsoft's form): one response, user and bearer token.
+struct XOAuth2<'a> {
+    user: &'a str,
+    token: &'a str,
+}
+
+impl async_imap::Authenticator for XOAuth2<'_> {
+    type Response = String;
+    fn process(&mut self, _challenge: &[u8]) -> String {
+        format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
+    }
+}
+
+pub async fn open(cfg: &ImapConfig, login: &Login) -> Result<ImapSession, ConnectError> {
     let stream = tokio::time::timeout(cfg.timeout, stream(cfg))
         .await
         .map_err(|_| anyhow::anyhow!("timed out connecting to {}:{}", cfg.host, cfg.port()))??;
@@ -35,7 +54,19 @@ pub async fn open(cfg: &ImapConfig, password: &str) -> Result<ImapSession, Conne
             .map_err(|_| anyhow::anyhow!("no greeting from the server"))?
             .context("cannot read the server greeting")?;
     }
-    let login = tokio::time::timeout(cfg.timeout, client.login(&cfg.username, password))
+    let attempt = async {
+        match login {
+            Login::Password(p) => client.login(&cfg.username, p).await,
+            Login::OAuth2Token(t) => {
+                let auth = XOAuth2 {
+                    user: &cfg.username,
+                    token: t,
+                };
+                client.authenticate("XOAUTH2", auth).await
+            }
+        }
+    };
+    let login = tokio::time::timeout(cfg.timeout, attempt)
         .await
         .map_err(|_| anyhow::anyhow!("timed out logging in"))?;
     match login {

@@ -1,9 +1,12 @@
 //! The IMAP loop: connect, select, drain from the saved position, then IDLE (or poll), forever.
 
-use super::connect::{self, ConnectError, ImapSession};
+use super::connect::{self, ConnectError, ImapSession, Login};
 use crate::channels::Envelope;
+use crate::config::Credential;
+use crate::config::secrets::SecretRef;
 use crate::config::units::human_size;
 use crate::config::{Backlog, ChannelKind, ImapAfter, ImapConfig};
+use crate::health::State;
 use crate::intake::{Intake, ParseRules};
 use crate::store::{Cursor, Outcome, queries};
 use anyhow::Context;
@@ -16,6 +19,8 @@ use tokio_util::sync::CancellationToken;
 const IDLE_MAX: Duration = Duration::from_secs(25 * 60);
 /// The keyword `after_ingest = "flag"` sets.
 const INGESTED: &str = "$PhananhIngested";
+/// How often a refused XOAUTH2 token file is looked at for a fresh token.
+const TOKEN_RECHECK: Duration = Duration::from_secs(2);
 /// Of a message too large to download, this much (its header) is kept in quarantine.
 const HEADER_PEEK: &str = "BODY.PEEK[HEADER]";
 
@@ -25,16 +30,22 @@ pub async fn run(
     intake: Arc<Intake>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
-    let password = cfg.password().resolve().map_err(|e| anyhow::anyhow!(e))?;
-    let mut session = match connect::open(cfg, &password).await {
+    let credential = cfg.credential();
+    let (Credential::Password(secret) | Credential::OAuth2(secret)) = &credential;
+    let secret = secret.resolve().map_err(|e| anyhow::anyhow!(e))?;
+    let login = match &credential {
+        Credential::Password(_) => Login::Password(secret),
+        Credential::OAuth2(_) => Login::OAuth2Token(secret),
+    };
+    let mut session = match connect::open(cfg, &login).await {
         Ok(s) => s,
         Err(ConnectError::Rejected(msg)) => {
-            // Retrying a refused password only locks the account: wait for the operator's reload.
-            tracing::error!(channel = %name, server_says = %msg.trim(), "IMAP login refused; fix the credentials and reload (systemctl reload phananh).");
-            tokio::select! {
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_secs(3600)) => anyhow::bail!("login refused"),
-            }
+            intake.health().set(
+                name,
+                State::NeedsOperator,
+                Some(format!("login refused: {}", msg.trim())),
+            );
+            return refused(name, &credential, &login, msg.trim(), &cancel).await;
         }
         Err(ConnectError::Other(e)) => return Err(e),
     };
@@ -70,6 +81,7 @@ pub async fn run(
         None => 0,
     };
     tracing::info!(channel = %name, mailbox = %cfg.mailbox, idle = can_idle, "IMAP channel started.");
+    intake.health().set(name, State::Running, None);
 
     let rules = ParseRules {
         email: cfg.limits(intake.email_defaults()),
@@ -100,6 +112,39 @@ pub async fn run(
             session.noop().await.context("NOOP failed")?;
             session
         };
+    }
+}
+
+/// Retrying a refused password only locks the account: wait for the operator's reload (which
+/// restarts the channel). A refused XOAUTH2 token has usually expired: wait for the operator's
+/// tooling to write a fresh one to the token file, then try it.
+async fn refused(
+    name: &str,
+    credential: &Credential,
+    login: &Login,
+    server_says: &str,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let (Credential::OAuth2(SecretRef::File(path)), Login::OAuth2Token(old)) = (credential, login)
+    else {
+        tracing::error!(channel = %name, server_says, "IMAP login refused; fix the credentials and reload (systemctl reload phananh).");
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => anyhow::bail!("login refused"),
+        }
+    };
+    tracing::error!(channel = %name, server_says, token_file = %path.display(), "IMAP XOAUTH2 token refused; waiting for a fresh token in the token file.");
+    let token = SecretRef::File(path.clone());
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(TOKEN_RECHECK) => {}
+        }
+        if token.resolve().is_ok_and(|t| t != *old) {
+            anyhow::bail!(
+                "the XOAUTH2 token was refused; a new one is in the token file, reconnecting"
+            );
+        }
     }
 }
 

@@ -82,6 +82,9 @@ pub async fn run(
         tracing::warn!(channel = %name, error = %e, "Cannot watch new/; relying on the periodic scan.");
     }
     tracing::info!(channel = %name, scan_interval = ?cfg.scan_interval, "Maildir channel started.");
+    intake
+        .health()
+        .set(name, crate::health::State::Running, None);
 
     let rules = ParseRules {
         email: cfg.limits(intake.email_defaults()),
