@@ -572,3 +572,102 @@ fn machine_mail_is_stored_but_neither_reported_nor_answered_and_a_citizen_is() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(sink.messages().len(), 1);
 }
+
+#[test]
+fn a_message_the_server_cannot_send_is_quarantined_and_the_rest_go_in() {
+    let dv = Dovecot::start();
+    for n in 0..5 {
+        dv.deliver("dttm", &format!("170000000{n}.M{n}P1.mx"), &message(n));
+    }
+    // The server cannot read this one (a damaged file, a broken store): its FETCH fails.
+    let bad = dv.maildir("dttm").join("new/1700000002.M2P1.mx");
+    std::fs::set_permissions(&bad, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let env = env_for(&dv, "dttm", "");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 4),
+        "{}\n{}",
+        env.log(),
+        dv.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || {
+            env.db()
+                .query_row(
+                    "SELECT count(*) FROM inbox WHERE status = 'quarantined' AND reason LIKE '%could not fetch%'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .unwrap()
+                == 1
+        }),
+        "{}",
+        env.log()
+    );
+    // Past it: new mail still arrives.
+    dv.deliver("dttm", "1800000000.M9P1.mx", &message(9));
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 5),
+        "{}",
+        env.log()
+    );
+}
+
+#[test]
+fn sigkill_between_commit_and_move_stores_each_message_once_and_moves_it_later() {
+    let dv = Dovecot::start();
+    const N: usize = 1000;
+    for n in 0..N {
+        dv.deliver("dttm", &format!("17000{n:05}.M{n}P1.mx"), &message(n));
+    }
+    let env = env_for(&dv, "dttm", "batch = 25");
+    let processed = dv.maildir("dttm").join(".Processed");
+    let stored = |env: &Env| -> usize {
+        if !env.path("state/phananh.db").exists() {
+            return 0;
+        }
+        env.db()
+            .query_row("SELECT count(*) FROM inbox", [], |r| r.get::<_, i64>(0))
+            .unwrap_or(0) as usize
+    };
+    let mut mid_drain = 0;
+    let mut between = 0;
+    // Until two kills landed between a commit and its move (each round moves a batch or two).
+    for round in 0..30u64 {
+        if between >= 2 {
+            break;
+        }
+        let mut child = env.start();
+        let before = stored(&env);
+        // Kill once this run has committed something, a little later each round.
+        wait_for(Duration::from_secs(20), || {
+            stored(&env) > before || dv.count(&processed) == N
+        });
+        std::thread::sleep(Duration::from_millis(round % 4));
+        signal(&child, libc::SIGKILL);
+        child.wait().unwrap();
+        let (moved, committed) = (dv.count(&processed), stored(&env));
+        eprintln!("round {round}: killed with {committed} committed, {moved} moved of {N}");
+        mid_drain += usize::from(moved < N);
+        between += usize::from(committed > moved);
+    }
+    assert!(between >= 1, "no kill landed between commit and move");
+    assert!(mid_drain >= 1);
+    assert!(mid_drain >= 2, "the kills must land mid-drain");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(60), || dv.count(&processed) == N
+            && dv.count(&dv.maildir("dttm")) == 0),
+        "processed {}\n{}",
+        dv.count(&processed),
+        env.log()
+    );
+    let db = env.db();
+    let count = |sql: &str| db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap();
+    assert_eq!(count("SELECT count(*) FROM inbox"), N as i64);
+    assert_eq!(count("SELECT count(*) FROM reports"), N as i64);
+    assert_eq!(
+        count("SELECT count(DISTINCT external_id) FROM reports"),
+        N as i64
+    );
+}

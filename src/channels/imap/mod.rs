@@ -5,5 +5,6 @@
 
 mod connect;
 mod source;
+mod unfetchable;
 
 pub use source::run;

@@ -1,6 +1,7 @@
 //! The IMAP loop: connect, select, drain from the saved position, then IDLE (or poll), forever.
 
 use super::connect::{self, ConnectError, ImapSession, Login};
+use super::unfetchable;
 use crate::channels::Envelope;
 use crate::config::Credential;
 use crate::config::secrets::SecretRef;
@@ -231,9 +232,11 @@ impl Drain<'_> {
             // the move, so a crash between commit and move fetches them again (intake recognises
             // them) and moves them then, instead of leaving them behind the position forever.
             bounded(limit, "moving a batch", self.after_ingest(session, &stored)).await?;
+            let key = unfetchable::key(self.name, &self.cfg.mailbox, self.uidvalidity);
             let mut prefix = last_uid;
             for uid in chunk {
-                if stored.contains(uid) {
+                // A message the server cannot send is quarantined and passed over, left in place.
+                if stored.contains(uid) || unfetchable::is_skipped(&key, *uid) {
                     prefix = *uid;
                 } else {
                     break;
@@ -268,39 +271,52 @@ impl Drain<'_> {
         session: &mut ImapSession,
         uids: &[u32],
     ) -> anyhow::Result<(Vec<u32>, bool)> {
-        let set = uid_set(uids);
-        let sizes: Vec<(u32, u32)> = session
-            .uid_fetch(&set, "(UID RFC822.SIZE)")
-            .await
-            .context("UID FETCH failed")?
-            .try_collect::<Vec<_>>()
-            .await
-            .context("UID FETCH failed")?
+        let key = unfetchable::key(self.name, &self.cfg.mailbox, self.uidvalidity);
+        let uids: Vec<u32> = uids
             .iter()
-            .filter_map(|f| Some((f.uid?, f.size.unwrap_or(0))))
+            .copied()
+            .filter(|u| !unfetchable::is_skipped(&key, *u))
             .collect();
+        if uids.is_empty() {
+            return Ok((Vec::new(), true));
+        }
+        let uids = &uids[..];
+        let set = uid_set(uids);
+        let mut sizes: Vec<(u32, u32)> = Vec::new();
+        let sized = self.sizes(session, &set, &mut sizes).await;
+        let got: Vec<u32> = sizes.iter().map(|(u, _)| *u).collect();
+        if let Some(uid) = first_missing(uids, &got) {
+            // The server stopped (or skipped a message) while sizing: it cannot read that one.
+            let error = sized
+                .err()
+                .unwrap_or_else(|| anyhow::anyhow!("the server sent no size for it"));
+            let mut items = Vec::new();
+            self.suspect(uid, 0, &error, &mut items);
+            for (uid, raw, reason) in items {
+                self.submit_note(uid, raw, reason.unwrap_or_default(), &key)
+                    .await;
+            }
+            return Err(error);
+        }
         let limit = self.rules.email.max_message_size;
         let (big, small): (Vec<_>, Vec<_>) = sizes
             .into_iter()
             .partition(|(_, size)| u64::from(*size) > limit);
 
         let mut items: Vec<(u32, Vec<u8>, Option<String>)> = Vec::new();
+        let mut fetch_error = None;
         if !small.is_empty() {
-            let set = uid_set(&small.iter().map(|(u, _)| *u).collect::<Vec<_>>());
-            for f in session
-                .uid_fetch(&set, "(UID BODY.PEEK[])")
-                .await
-                .context("UID FETCH failed")?
-                .try_collect::<Vec<_>>()
-                .await
-                .context("UID FETCH failed")?
-            {
-                if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                    items.push((uid, body.to_vec(), None));
+            let wanted: Vec<u32> = small.iter().map(|(u, _)| *u).collect();
+            fetch_error = self.bodies(session, &wanted, &mut items).await.err();
+            if let Some(e) = &fetch_error {
+                let got: Vec<u32> = items.iter().map(|(u, ..)| *u).collect();
+                if let Some(uid) = first_missing(&wanted, &got) {
+                    let size = small.iter().find(|(u, _)| *u == uid).map_or(0, |(_, s)| *s);
+                    self.suspect(uid, size, e, &mut items);
                 }
             }
         }
-        if !big.is_empty() {
+        if !big.is_empty() && fetch_error.is_none() {
             let set = uid_set(&big.iter().map(|(u, _)| *u).collect::<Vec<_>>());
             for f in session
                 .uid_fetch(&set, format!("(UID {HEADER_PEEK})"))
@@ -346,7 +362,12 @@ impl Drain<'_> {
                     {
                         tracing::warn!(channel = %self.name, uid, inbox_id = receipt.inbox_id, reason = %reason, "Message quarantined; `phananh quarantine show` has it.");
                     }
-                    stored.push(uid);
+                    if reason_is_unfetchable(&receipt.outcome) {
+                        // Recorded: pass over it from now on; it stays on the server, unmoved.
+                        unfetchable::skip(&key, uid);
+                    } else {
+                        stored.push(uid);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(channel = %self.name, uid, error = %e, "Cannot store message.")
@@ -354,8 +375,101 @@ impl Drain<'_> {
             }
         }
         stored.sort_unstable();
+        // What arrived before a failed FETCH is committed; the connection is gone, so it is moved
+        // on the next one (intake recognises it).
+        if let Some(e) = fetch_error {
+            return Err(e);
+        }
         let complete = stored.len() == uids.len();
         Ok((stored, complete))
+    }
+
+    /// BODY.PEEK[] for `uids`, keeping every message that arrived even when the FETCH fails part
+    /// way (the server gives up on one message and, like Dovecot, may hang up).
+    async fn bodies(
+        &self,
+        session: &mut ImapSession,
+        uids: &[u32],
+        items: &mut Vec<(u32, Vec<u8>, Option<String>)>,
+    ) -> anyhow::Result<()> {
+        let mut stream = session
+            .uid_fetch(uid_set(uids), "(UID BODY.PEEK[])")
+            .await
+            .context("UID FETCH failed")?;
+        while let Some(f) = stream.try_next().await.context("UID FETCH failed")? {
+            if let (Some(uid), Some(body)) = (f.uid, f.body()) {
+                items.push((uid, body.to_vec(), None));
+            }
+        }
+        Ok(())
+    }
+
+    /// RFC822.SIZE for `set`, keeping what arrived when the FETCH fails part way.
+    async fn sizes(
+        &self,
+        session: &mut ImapSession,
+        set: &str,
+        sizes: &mut Vec<(u32, u32)>,
+    ) -> anyhow::Result<()> {
+        let mut stream = session
+            .uid_fetch(set, "(UID RFC822.SIZE)")
+            .await
+            .context("UID FETCH failed")?;
+        while let Some(f) = stream.try_next().await.context("UID FETCH failed")? {
+            if let Some(uid) = f.uid {
+                sizes.push((uid, f.size.unwrap_or(0)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Quarantines the note for an unfetchable message; once recorded, it is passed over.
+    async fn submit_note(&self, uid: u32, raw: Vec<u8>, reason: String, key: &str) {
+        let env = Envelope {
+            channel: self.name.to_string(),
+            kind: ChannelKind::Imap,
+            raw,
+            source_ref: Some(format!("{}/{}/{uid}", self.cfg.mailbox, self.uidvalidity)),
+        };
+        match self.intake.quarantine(env, reason).await {
+            Ok(receipt) => {
+                tracing::warn!(channel = %self.name, uid, inbox_id = receipt.inbox_id, "The server cannot send this message; quarantined a note and moving past it.");
+                unfetchable::skip(key, uid);
+            }
+            Err(e) => {
+                tracing::warn!(channel = %self.name, uid, error = %e, "Cannot store message.")
+            }
+        }
+    }
+
+    /// After a failed FETCH: the first UID that did not arrive takes a strike; at the last strike
+    /// it is quarantined as a note (there are no bytes to keep) so the mailbox can move on.
+    fn suspect(
+        &self,
+        uid: u32,
+        size: u32,
+        error: &anyhow::Error,
+        items: &mut Vec<(u32, Vec<u8>, Option<String>)>,
+    ) {
+        let key = unfetchable::key(self.name, &self.cfg.mailbox, self.uidvalidity);
+        let strikes = unfetchable::strike(&key, uid);
+        tracing::warn!(channel = %self.name, uid, strikes, error = format!("{error:#}"), "FETCH failed at this message.");
+        if strikes < unfetchable::STRIKES {
+            return;
+        }
+        let size = if size > 0 {
+            format!(", {}", human_size(u64::from(size)))
+        } else {
+            String::new()
+        };
+        let reason = format!(
+            "{UNFETCHABLE} (UID {uid}{size}) after {strikes} tries: {error:#}. It stays in the mailbox; the channel moved past it. Once the server can read it again, move it back into the mailbox as a new message to take it in",
+        );
+        items.push((
+            uid,
+            unfetchable::note(&self.cfg.mailbox, self.uidvalidity, uid),
+            Some(reason),
+        ));
     }
 
     /// Committed: only now do the messages leave the mailbox (or get flagged).
@@ -400,6 +514,18 @@ impl Drain<'_> {
         }
         Ok(())
     }
+}
+
+/// Starts the reason of a quarantined note for a message the server could not send.
+const UNFETCHABLE: &str = "the IMAP server could not fetch this message";
+
+/// The lowest UID of `wanted` that is not in `got`.
+fn first_missing(wanted: &[u32], got: &[u32]) -> Option<u32> {
+    wanted.iter().copied().filter(|u| !got.contains(u)).min()
+}
+
+fn reason_is_unfetchable(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Quarantined { reason } if reason.starts_with(UNFETCHABLE))
 }
 
 /// Runs `fut` for at most `limit`.
