@@ -40,6 +40,9 @@ pub enum Command {
     /// Events waiting for, or given up by, a sink.
     #[command(subcommand)]
     Outbox(OutboxCommand),
+    /// Acknowledgements to citizens: what was sent, what was not and why, and re-sending.
+    #[command(subcommand)]
+    Acks(AcksCommand),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +107,25 @@ pub enum QuarantineCommand {
         #[arg(long, conflicts_with = "ids")]
         all: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AcksCommand {
+    /// Counts by channel, state and reason, then the acknowledgements not sent (or all with --all).
+    /// No addresses are shown: tracking codes say which report.
+    #[command(after_help = "Example:\n  phananh acks list")]
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send dead acknowledgements again (all of them, or the given ids; a given id may also be a
+    /// suppressed one). One that died mid-send may then reach the citizen twice.
+    #[command(after_help = "Examples:\n  phananh acks retry\n  phananh acks retry 7 9")]
+    Retry { ids: Vec<i64> },
 }
 
 #[derive(Debug, Subcommand)]

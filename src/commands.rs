@@ -1,7 +1,9 @@
 //! What each CLI verb does. Human output by default, `--json` where a script would read it;
 //! errors to stderr; exit 0 success, 1 failure (2 is clap's usage error).
 
-use crate::cli::{Cli, Command, IngestArgs, OutboxCommand, QuarantineCommand, ReportsCommand};
+use crate::cli::{
+    AcksCommand, Cli, Command, IngestArgs, OutboxCommand, QuarantineCommand, ReportsCommand,
+};
 use crate::config::{self, ChannelKind, Config};
 use crate::forward::Forwarder;
 use crate::intake::{Intake, ParseRules};
@@ -28,6 +30,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Reports(cmd) => reports(&path, cmd).map(|()| true),
         Command::Quarantine(cmd) => quarantine(&path, cmd),
         Command::Outbox(cmd) => outbox(&path, cmd).map(|()| true),
+        Command::Acks(cmd) => acks(&path, cmd).map(|()| true),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -434,6 +437,53 @@ async fn retry_quarantined(config: &Config, ids: Vec<i64>) -> anyhow::Result<boo
     drop(intake);
     store.close().await;
     Ok(ok)
+}
+
+fn acks(path: &Path, cmd: AcksCommand) -> anyhow::Result<()> {
+    use crate::store::acks::{self, AckUpdate};
+    let config = load(path)?;
+    match cmd {
+        AcksCommand::List { all, limit, json } => {
+            let conn = reader(&config)?;
+            let rows = acks::list(&conn, all, limit)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(());
+            }
+            for (channel, state, reason, n) in acks::counts(&conn)? {
+                let reason = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+                println!("{channel}: {n} {state}{reason}");
+            }
+            for r in rows {
+                println!(
+                    "#{:<6} {:<10} {} {:<10} attempts {:<3} {}{}",
+                    r.id,
+                    r.channel,
+                    r.tracking_code,
+                    r.state,
+                    r.attempts,
+                    r.reason.unwrap_or_default(),
+                    r.last_error.map(|e| format!("  {e}")).unwrap_or_default()
+                );
+            }
+        }
+        AcksCommand::Retry { ids } => {
+            let ids = acks::retryable(&reader(&config)?, &ids)?;
+            let rt = runtime()?;
+            rt.block_on(async {
+                crate::store::create_private_dir(&config.daemon.state_dir)?;
+                let store = Store::open(StoreSettings::from_config(&config))?;
+                let n = ids.len();
+                store
+                    .record_acks(ids.into_iter().map(|id| (id, AckUpdate::Requeue)).collect())
+                    .await?;
+                println!("{n} acknowledgements due again; the running daemon sends them shortly.");
+                store.close().await;
+                anyhow::Ok(())
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn outbox(path: &Path, cmd: OutboxCommand) -> anyhow::Result<()> {

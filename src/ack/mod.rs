@@ -333,7 +333,8 @@ impl Acknowledger {
             acks::next_due_ms(&conn, &channel)
         })
         .await;
-        let idle = Duration::from_secs(30);
+        // Short: `phananh acks retry` from another process is noticed within seconds.
+        let idle = Duration::from_secs(5);
         match next {
             Ok(Ok(Some(ms))) => {
                 let now = chrono::Utc::now().timestamp_millis();

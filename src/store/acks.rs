@@ -29,6 +29,8 @@ pub enum AckUpdate {
     Dead {
         error: String,
     },
+    /// `phananh acks retry`: due again now, as if new.
+    Requeue,
 }
 
 /// One acknowledgement due to be sent, with what the message needs.
@@ -86,6 +88,75 @@ pub fn due(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// One acknowledgement as `phananh acks list` shows it (no personal data).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AckRow {
+    pub id: i64,
+    pub channel: String,
+    pub tracking_code: String,
+    pub state: String,
+    pub reason: Option<String>,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub created_at: String,
+}
+
+/// Newest first; without `all`, only those not sent.
+pub fn list(conn: &Connection, all: bool, limit: usize) -> Result<Vec<AckRow>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT a.id, a.channel, r.tracking_code, a.state, a.reason, a.attempts, a.last_error, a.created_at
+         FROM acks a JOIN reports r ON r.id = a.report_id
+         WHERE ?1 OR a.state != 'sent'
+         ORDER BY a.id DESC LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![all, limit as i64], |r| {
+        Ok(AckRow {
+            id: r.get(0)?,
+            channel: r.get(1)?,
+            tracking_code: r.get(2)?,
+            state: r.get(3)?,
+            reason: r.get(4)?,
+            attempts: r.get(5)?,
+            last_error: r.get(6)?,
+            created_at: r.get(7)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// How many acknowledgements of a channel are in a state, for a reason.
+pub type Count = (String, String, Option<String>, i64);
+
+/// (channel, state, reason, count).
+pub fn counts(conn: &Connection) -> Result<Vec<Count>, StoreError> {
+    let mut stmt = conn.prepare(
+        "SELECT channel, state, reason, count(*) FROM acks GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Ids `acks retry` may requeue: every dead one, or the given ids that are dead or suppressed.
+pub fn retryable(conn: &Connection, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+    if ids.is_empty() {
+        let mut stmt = conn.prepare("SELECT id FROM acks WHERE state = 'dead' ORDER BY id")?;
+        let rows = stmt.query_map([], |r| r.get(0))?;
+        return Ok(rows.collect::<Result<_, _>>()?);
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let ok: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM acks WHERE id = ?1 AND state IN ('dead', 'suppressed'))",
+            )?
+            .query_row([id], |r| r.get(0))?;
+        if ok {
+            out.push(*id);
+        }
+    }
+    Ok(out)
 }
 
 /// When the next ack of `channel` falls due, if any waits.
@@ -233,6 +304,13 @@ pub(super) fn update(
                      WHERE id = ?1 AND state IN ('pending', 'retrying', 'sending')",
                 )?
                 .execute(params![id, error, stamp])?,
+            AckUpdate::Requeue => conn
+                .prepare_cached(
+                    "UPDATE acks SET state = 'pending', reason = NULL, attempts = 0, last_error = NULL,
+                       next_attempt_ms = ?2, done_at = NULL
+                     WHERE id = ?1 AND state IN ('dead', 'suppressed')",
+                )?
+                .execute(params![id, now_ms])?,
         };
     }
     Ok(())

@@ -357,4 +357,24 @@ fn a_relay_that_is_down_or_busy_is_retried_and_a_refusal_is_recorded() {
     std::thread::sleep(Duration::from_millis(500));
     let rcpts: Vec<String> = sink.messages().into_iter().map(|m| m.rcpt).collect();
     assert_eq!(rcpts.len(), 2, "each once: {rcpts:?}");
+
+    // The operator sees what was not sent, and why, without anyone's address.
+    let list = env.cli_ok(&["acks", "list"]);
+    let dead_code = code_of(&env, "<d3@example.com>");
+    assert!(list.contains("mail: 1 dead"), "{list}");
+    assert!(list.contains("mail: 2 sent"), "{list}");
+    assert!(list.contains(&dead_code) && list.contains("550"), "{list}");
+    assert!(!list.contains("reject-y"), "{list}");
+    // ... and can send it again (here the relay refuses it again).
+    let out = env.cli_ok(&["acks", "retry"]);
+    assert!(out.starts_with("1 acknowledgements due again"), "{out}");
+    assert!(
+        wait_for(Duration::from_secs(40), || env
+            .log()
+            .matches("Acknowledgement given up")
+            .count()
+            == 2),
+        "{}",
+        env.log()
+    );
 }
