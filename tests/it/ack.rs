@@ -84,7 +84,7 @@ fn a_new_report_is_acknowledged_once_and_follow_ups_repeats_and_machines_are_not
     let sinkdir = tempfile::tempdir().unwrap();
     let sink = SmtpSink::start(sinkdir.path());
     let env = Env::new("", &ack_channel(&sink, ""));
-    let _d = env.start();
+    let d = env.start();
 
     env.deliver(
         "1",
@@ -189,6 +189,8 @@ fn a_new_report_is_acknowledged_once_and_follow_ups_repeats_and_machines_are_not
     assert_eq!(sink.messages().len(), 1, "one acknowledgement, ever");
     let log = env.log();
     assert!(!log.contains(ADDR) && !log.contains("Nguyễn"), "{log}");
+    // With nothing owed, the sender waits quietly.
+    super::common::assert_idles(d.id(), || env.log());
 }
 
 #[test]
