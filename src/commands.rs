@@ -94,7 +94,7 @@ fn open_intake(config: &Config) -> anyhow::Result<Intake> {
 
 fn rules_for(config: &Config, channel: Option<&config::ChannelConfig>) -> ParseRules {
     ParseRules {
-        email: channel.map_or_else(|| config.daemon.email.clone(), |c| config.email_limits(c)),
+        email: channel.map_or_else(|| config.email_defaults(), |c| config.email_limits(c)),
         acknowledge: channel.is_some_and(|c| c.ack().is_some()),
     }
 }

@@ -157,6 +157,7 @@ fn start_channel(
             ack.clone(),
             config.daemon.forward.clone(),
             intake.store().clone(),
+            intake.health().clone(),
             cancel.clone(),
         ));
     }
@@ -183,6 +184,12 @@ async fn reload(
     if new.daemon != current.daemon {
         tracing::warn!(file = %path.display(), "Changes to phananh.toml itself take effect at the next restart; channel changes are applied now.");
     }
+    // The daemon file waits for a restart, but own addresses follow the channels' `[ack] from`.
+    let next = Config {
+        channels: new.channels.clone(),
+        ..current.clone()
+    };
+    intake.set_email_defaults(next.email_defaults());
     let (mut added, mut removed, mut changed) = (0, 0, 0);
     let names: Vec<String> = running.keys().cloned().collect();
     for name in names {
@@ -195,6 +202,7 @@ async fn reload(
         if !keep && let Some(r) = running.remove(&name) {
             r.cancel.cancel();
             intake.health().remove(&name);
+            intake.health().remove(&format!("{name}:ack"));
             if new.channels.contains_key(&name) {
                 changed += 1;
             } else {

@@ -36,7 +36,7 @@ pub struct Intake {
     media: Arc<MediaStore>,
     tz: chrono_tz::Tz,
     default_category: String,
-    email_defaults: EmailConfig,
+    email_defaults: std::sync::RwLock<EmailConfig>,
     health: crate::health::Health,
 }
 
@@ -47,7 +47,7 @@ impl Intake {
             media: Arc::new(MediaStore::new(config.media_dir())),
             tz: config.tz,
             default_category: config.daemon.default_category.clone(),
-            email_defaults: config.daemon.email.clone(),
+            email_defaults: std::sync::RwLock::new(config.email_defaults()),
             health: Default::default(),
         }
     }
@@ -58,8 +58,14 @@ impl Intake {
     }
 
     /// The daemon-wide e-mail limits a channel starts from.
-    pub fn email_defaults(&self) -> &EmailConfig {
-        &self.email_defaults
+    pub fn email_defaults(&self) -> EmailConfig {
+        self.email_defaults.read().expect("email lock").clone()
+    }
+
+    /// After a reload: channels started from now on use these (own addresses may have changed
+    /// with the channels' `[ack] from`).
+    pub fn set_email_defaults(&self, email: EmailConfig) {
+        *self.email_defaults.write().expect("email lock") = email;
     }
 
     pub fn store(&self) -> &Store {

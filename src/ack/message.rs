@@ -147,6 +147,7 @@ mod tests {
             email: Some("citizen@example.com".into()),
             name: Some("Nguyễn Văn A".into()),
             next_attempt_ms: 0,
+            reason: None,
         }
     }
 

@@ -8,6 +8,7 @@ mod message;
 mod smtp;
 
 use crate::config::{AckConfig, ForwardConfig};
+use crate::health::{Health, State};
 use crate::store::acks::{self, AckUpdate, DueAck};
 use crate::store::{Store, StoreError};
 use governor::clock::{Clock, DefaultClock};
@@ -30,6 +31,9 @@ pub struct Acknowledger {
     transport: smtp::Transport,
     per_address: DefaultKeyedRateLimiter<String>,
     per_domain: DefaultKeyedRateLimiter<String>,
+    /// The relay's state shows in `/readyz` as `CHANNEL:ack`.
+    health: Health,
+    cancel: CancellationToken,
 }
 
 /// Runs a channel's sender until `cancel` fires; a transport that cannot be built (an unreadable
@@ -39,11 +43,20 @@ pub async fn run(
     cfg: AckConfig,
     policy: ForwardConfig,
     store: Store,
+    health: Health,
     cancel: CancellationToken,
 ) {
     let mut failures = 0u32;
+    let key = format!("{channel}:ack");
     let ack = loop {
-        match Acknowledger::new(&channel, &cfg, &policy, store.clone()) {
+        match Acknowledger::new(
+            &channel,
+            &cfg,
+            &policy,
+            store.clone(),
+            health.clone(),
+            cancel.clone(),
+        ) {
             Ok(a) => break a,
             Err(e) => {
                 failures += 1;
@@ -53,6 +66,7 @@ pub async fn run(
                     Duration::from_secs(300),
                 );
                 tracing::error!(channel = %channel, error = format!("{e:#}"), retry_in = ?d, "Cannot set up acknowledgements.");
+                health.set(&key, State::NeedsOperator, Some(format!("{e:#}")));
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(d) => {}
@@ -61,6 +75,7 @@ pub async fn run(
         }
     };
     tracing::info!(channel = %channel, relay = %cfg.smtp.host, "Acknowledgements started.");
+    health.set(&key, State::Running, None);
     ack.run(cancel).await;
 }
 
@@ -70,6 +85,8 @@ impl Acknowledger {
         cfg: &AckConfig,
         policy: &ForwardConfig,
         store: Store,
+        health: Health,
+        cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
         let per_hour = |n: u32| Quota::per_hour(NonZeroU32::new(n.max(1)).expect("at least 1"));
         Ok(Self {
@@ -81,6 +98,8 @@ impl Acknowledger {
             transport: smtp::transport(&cfg.smtp)?,
             per_address: RateLimiter::keyed(per_hour(cfg.per_address_per_hour)),
             per_domain: RateLimiter::keyed(per_hour(cfg.per_domain_per_hour)),
+            health,
+            cancel,
         })
     }
 
@@ -182,6 +201,11 @@ impl Acknowledger {
         if self.bounced(address, now.timestamp_millis()).await? {
             return suppress("bounced");
         }
+        // Limits count acknowledgements, not attempts: a retry after a relay failure or
+        // greylisting has had its turn already, and an operator's retry is deliberate.
+        if row.attempts > 0 || row.reason.as_deref() == Some("operator_retry") {
+            return Ok(None);
+        }
         let domain = address
             .rsplit('@')
             .next()
@@ -217,36 +241,25 @@ impl Acknowledger {
         Ok(until.is_some_and(|u| u > now_ms))
     }
 
-    /// Marks a chunk `sending` (committed), hands each mail to the relay, records the outcomes.
+    /// Marks a chunk `sending` (committed), hands each mail it claimed to the relay, records the
+    /// outcomes.
     async fn send(&self, chunk: &[DueAck]) -> Result<(), StoreError> {
-        let ids: Vec<String> = chunk
+        let claims: Vec<(i64, String)> = chunk
             .iter()
-            .map(|r| message::message_id(r, &self.cfg))
+            .map(|r| (r.id, message::message_id(r, &self.cfg)))
             .collect();
-        self.store
-            .record_acks(
-                chunk
-                    .iter()
-                    .zip(&ids)
-                    .map(|(r, id)| {
-                        (
-                            r.id,
-                            AckUpdate::Sending {
-                                message_id: id.clone(),
-                            },
-                        )
-                    })
-                    .collect(),
-            )
-            .await?;
-        let sends = chunk
+        let claimed = self.store.claim_acks(claims.clone()).await?;
+        let chunk: Vec<(&DueAck, &str)> = chunk
             .iter()
-            .zip(&ids)
-            .map(|(row, id)| self.send_one(row, id));
+            .zip(&claims)
+            .filter(|(r, _)| claimed.contains(&r.id))
+            .map(|(r, (_, id))| (r, id.as_str()))
+            .collect();
+        let sends = chunk.iter().map(|(row, id)| self.send_one(row, id));
         let results = futures::future::join_all(sends).await;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut updates = Vec::with_capacity(chunk.len());
-        for (row, result) in chunk.iter().zip(results) {
+        for ((row, _), result) in chunk.iter().zip(results) {
             let attempt = row.attempts + 1;
             let update = match result {
                 Ok(()) => {
@@ -254,10 +267,10 @@ impl Acknowledger {
                     AckUpdate::Sent
                 }
                 Err(Failure::Permanent(error)) => AckUpdate::Dead { error },
-                Err(Failure::Transient(error)) if attempt >= self.policy.max_attempts => {
+                Err(Failure::Relay(error)) if attempt >= self.policy.max_attempts => {
                     AckUpdate::Dead { error }
                 }
-                Err(Failure::Transient(error)) => {
+                Err(Failure::Relay(error)) => {
                     let d = crate::backoff::delay(
                         attempt,
                         self.policy.backoff_base,
@@ -283,11 +296,35 @@ impl Acknowledger {
         let address = row.email.as_deref().unwrap_or_default();
         let msg = message::build(row, address, &self.cfg, &self.channel, message_id)
             .map_err(Failure::Permanent)?;
-        match self.transport.send(msg).await {
+        let health = format!("{}:ack", self.channel);
+        let result = match self.transport.send(msg).await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => Err(Failure::Permanent(format!("relay refused: {e}"))),
-            Err(e) => Err(Failure::Transient(format!("{e}"))),
+            // A 5xx is about this mail only if the relay itself is fine: a refused login, a
+            // relaying denial or a bad EHLO name would otherwise kill every acknowledgement.
+            Err(e) if e.is_permanent() => match self.transport.test_connection().await {
+                Ok(true) => Err(Failure::Permanent(format!(
+                    "relay refused this mail: {}",
+                    redact(&e.to_string())
+                ))),
+                Ok(false) | Err(_) => Err(Failure::Relay(format!(
+                    "relay refused us: {}",
+                    redact(&e.to_string())
+                ))),
+            },
+            Err(e) => Err(Failure::Relay(redact(&e.to_string()))),
+        };
+        if self.cancel.is_cancelled() {
+            // Replaced by a reload: the new sender owns the health entry now.
+            return result;
         }
+        match &result {
+            Ok(()) | Err(Failure::Permanent(_)) => self.health.set(&health, State::Running, None),
+            Err(Failure::Relay(e)) => {
+                self.health
+                    .set(&health, State::Reconnecting, Some(e.clone()))
+            }
+        }
+        result
     }
 
     fn log_settled(&self, settled: &[(i64, AckUpdate)]) {
@@ -345,7 +382,34 @@ impl Acknowledger {
     }
 }
 
+#[derive(Debug)]
 enum Failure {
-    Transient(String),
+    /// The relay is down, busy, or refuses us (not this mail): try again later.
+    Relay(String),
+    /// This mail will never go: dead at once.
     Permanent(String),
+}
+
+/// Relays quote the recipient in their answers (`550 5.1.1 <x@y>: Recipient address
+/// rejected`); what we log and store must not hold it.
+fn redact(text: &str) -> String {
+    static ADDRESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"<?[^\s<>\[\]()"',;:]+@[^\s<>\[\]()"',;:]+>?"#).expect("valid regex")
+    });
+    ADDRESS.replace_all(text, "<address>").into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn relay_answers_lose_the_addresses_they_quote() {
+        assert_eq!(
+            super::redact("550 5.1.1 <an.nguyen@example.com>: Recipient address rejected"),
+            "550 5.1.1 <address>: Recipient address rejected"
+        );
+        assert_eq!(
+            super::redact("mailbox an@example.com unavailable (451 4.3.0)"),
+            "mailbox <address> unavailable (451 4.3.0)"
+        );
+    }
 }

@@ -36,6 +36,7 @@ pub async fn supervise(channel: ChannelConfig, intake: Arc<Intake>, cancel: Canc
                 imap::run(&channel.name, cfg, intake.clone(), cancel.clone()).await
             }
         };
+        // Stopped by a reload or shutdown: the health entry is the new task's (or gone).
         if cancel.is_cancelled() {
             return;
         }

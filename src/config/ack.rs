@@ -91,10 +91,16 @@ impl AckConfig {
                 out.push((key, msg));
             }
         }
-        if self.per_address_per_hour == 0 || self.per_domain_per_hour == 0 {
+        if self.per_address_per_hour == 0 {
             out.push((
                 "per_address_per_hour",
-                "rate limits must be at least 1 per hour".into(),
+                "per_address_per_hour must be at least 1".into(),
+            ));
+        }
+        if self.per_domain_per_hour == 0 {
+            out.push((
+                "per_domain_per_hour",
+                "per_domain_per_hour must be at least 1".into(),
             ));
         }
         out.extend(self.smtp.problems());
@@ -185,6 +191,9 @@ impl SmtpConfig {
         }
         if let Some(msg) = super::channel::insecure(&self.host, self.tls, self.allow_insecure) {
             out.push(("tls", msg));
+        }
+        if self.timeout.is_zero() {
+            out.push(("timeout", "timeout must be more than 0s".into()));
         }
         out
     }

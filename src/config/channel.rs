@@ -353,7 +353,7 @@ pub(super) fn insecure(host: &str, tls: TlsMode, allow_insecure: bool) -> Option
             .parse::<std::net::IpAddr>()
             .is_ok_and(|a| a.is_loopback());
     (tls == TlsMode::None && !loopback && !allow_insecure).then(|| format!(
-        "tls = \"none\" would send the password to {host} in clear; use \"implicit\" or \"starttls\", or set allow_insecure = true"
+        "tls = \"none\" would send the password and the mail to {host} in clear; use \"implicit\" or \"starttls\", or set allow_insecure = true"
     ))
 }
 

@@ -47,12 +47,30 @@ impl Config {
         self.daemon.state_dir.join("media")
     }
 
-    /// The email limits for one channel: the daemon's defaults with the channel's overrides.
+    /// The email limits for one channel: the daemon's defaults (with every own address) and the
+    /// channel's overrides.
     pub fn email_limits(&self, channel: &ChannelConfig) -> EmailConfig {
+        let defaults = self.email_defaults();
         match &channel.settings {
-            ChannelSettings::Maildir(m) => m.limits(&self.daemon.email),
-            ChannelSettings::Imap(m) => m.limits(&self.daemon.email),
+            ChannelSettings::Maildir(m) => m.limits(&defaults),
+            ChannelSettings::Imap(m) => m.limits(&defaults),
         }
+    }
+
+    /// `[email]` as every mail channel starts from: `own_addresses` also holds each channel's
+    /// acknowledgement sender, so what we send is recognised as ours when it comes back.
+    pub fn email_defaults(&self) -> EmailConfig {
+        let mut email = self.daemon.email.clone();
+        for a in self
+            .channels
+            .values()
+            .filter_map(|c| c.ack()?.from_address())
+        {
+            if !email.own_addresses.contains(&a) {
+                email.own_addresses.push(a);
+            }
+        }
+        email
     }
 
     pub fn category(&self, code: &str) -> Option<&CategoryConfig> {
@@ -137,16 +155,8 @@ pub fn check(path: &Path) -> LoadReport {
 
     let ok = files.iter().all(|f| f.errors.is_empty());
     let config = match (ok, daemon, tz) {
-        (true, Some(mut daemon), Some(tz)) => Some(Config {
-            daemon: {
-                // What we send must be recognised as ours when it comes back.
-                for a in channels.values().filter_map(|c| c.ack()?.from_address()) {
-                    if !daemon.email.own_addresses.contains(&a) {
-                        daemon.email.own_addresses.push(a);
-                    }
-                }
-                daemon
-            },
+        (true, Some(daemon), Some(tz)) => Some(Config {
+            daemon,
             path,
             tz,
             channels,

@@ -195,10 +195,13 @@ fn an_ack_table_loads_its_body_file_and_its_sender_counts_as_our_own() {
         Some(dir.path().join("channels/smtp.pass"))
     );
     assert!(
-        c.daemon
-            .email
+        c.email_defaults()
             .own_addresses
             .contains(&"dttm@hue.example.vn".to_string())
+    );
+    assert!(
+        c.daemon.email.own_addresses.is_empty(),
+        "the file's own list"
     );
     assert_eq!(ack.max_age, std::time::Duration::from_secs(3 * 86400));
 }

@@ -11,10 +11,6 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// What a sender made of one acknowledgement.
 #[derive(Debug, Clone, PartialEq)]
 pub enum AckUpdate {
-    /// About to be handed to the relay under this Message-ID.
-    Sending {
-        message_id: String,
-    },
     Sent,
     /// Not sent, on purpose; the reason is a stable word (`too_old`, `bounced`, ...).
     Suppressed {
@@ -38,6 +34,8 @@ pub enum AckUpdate {
 pub struct DueAck {
     pub id: i64,
     pub state: String,
+    /// `operator_retry` after `phananh acks retry`.
+    pub reason: Option<String>,
     pub attempts: u32,
     pub report_id: String,
     pub tracking_code: String,
@@ -61,7 +59,7 @@ pub fn due(
 ) -> Result<Vec<DueAck>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT a.id, a.state, a.attempts, a.report_id, r.tracking_code, r.title, r.submitted_at,
-                r.received_at, r.external_id, p.email, p.name, a.next_attempt_ms
+                r.received_at, r.external_id, p.email, p.name, a.next_attempt_ms, a.reason
          FROM acks a
          JOIN reports r ON r.id = a.report_id
          LEFT JOIN reporters p ON p.id = r.reporter_id
@@ -85,6 +83,7 @@ pub fn due(
             email: r.get(9)?,
             name: r.get(10)?,
             next_attempt_ms: r.get(11)?,
+            reason: r.get(12)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -260,6 +259,29 @@ pub(super) fn bounced(
     Ok(None)
 }
 
+/// Marks acknowledgements `sending` under their Message-IDs, and answers which it did: a row
+/// another sender claimed first (an old sender still finishing after a reload) is not returned,
+/// so it is not mailed twice.
+pub(super) fn claim(
+    conn: &Connection,
+    list: &[(i64, String)],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<i64>, StoreError> {
+    let mut claimed = Vec::with_capacity(list.len());
+    for (id, message_id) in list {
+        let n = conn
+            .prepare_cached(
+                "UPDATE acks SET state = 'sending', message_id = ?2, next_attempt_ms = ?3
+                 WHERE id = ?1 AND state IN ('pending', 'retrying')",
+            )?
+            .execute(params![id, message_id, now.timestamp_millis()])?;
+        if n == 1 {
+            claimed.push(*id);
+        }
+    }
+    Ok(claimed)
+}
+
 pub(super) fn update(
     conn: &Connection,
     list: &[(i64, AckUpdate)],
@@ -269,12 +291,6 @@ pub(super) fn update(
     let now_ms = now.timestamp_millis();
     for (id, u) in list {
         match u {
-            AckUpdate::Sending { message_id } => conn
-                .prepare_cached(
-                    "UPDATE acks SET state = 'sending', message_id = ?2, next_attempt_ms = ?3
-                     WHERE id = ?1 AND state IN ('pending', 'retrying')",
-                )?
-                .execute(params![id, message_id, now_ms])?,
             AckUpdate::Sent => conn
                 .prepare_cached(
                     "UPDATE acks SET state = 'sent', attempts = attempts + 1, last_error = NULL, done_at = ?2
@@ -306,7 +322,7 @@ pub(super) fn update(
                 .execute(params![id, error, stamp])?,
             AckUpdate::Requeue => conn
                 .prepare_cached(
-                    "UPDATE acks SET state = 'pending', reason = NULL, attempts = 0, last_error = NULL,
+                    "UPDATE acks SET state = 'pending', reason = 'operator_retry', attempts = 0, last_error = NULL,
                        next_attempt_ms = ?2, done_at = NULL
                      WHERE id = ?1 AND state IN ('dead', 'suppressed')",
                 )?
@@ -314,4 +330,29 @@ pub(super) fn update(
         };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_row_is_claimed_for_sending_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "foreign_keys", false).unwrap();
+        super::super::schema::migrations()
+            .to_latest(&mut conn)
+            .unwrap();
+        conn.execute(
+            "INSERT INTO acks (report_id, channel, state, next_attempt_ms, created_at)
+             VALUES ('r1', 'mail', 'pending', 0, 'now')",
+            [],
+        )
+        .unwrap();
+        let now = chrono::Utc::now();
+        let list = vec![(1, "<PA-1.r1@x>".to_string())];
+        assert_eq!(claim(&conn, &list, now).unwrap(), vec![1]);
+        // A second sender (an old one finishing after a reload) gets nothing to send.
+        assert!(claim(&conn, &list, now).unwrap().is_empty());
+    }
 }

@@ -227,6 +227,16 @@ impl Store {
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
+    /// Marks acknowledgements `sending`; returns the ids this caller may now mail.
+    pub async fn claim_acks(&self, list: Vec<(i64, String)>) -> Result<Vec<i64>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::ClaimAcks(list, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Changes after every commit that added outbox rows; each sink watches it.
     pub fn outbox_watch(&self) -> watch::Receiver<u64> {
         self.outbox_ready.subscribe()

@@ -16,6 +16,8 @@ pub enum Command {
     Requeue(Option<Vec<i64>>, Reply<usize>),
     Cursor(Cursor, Reply<()>),
     Acks(Vec<(i64, super::acks::AckUpdate)>, Reply<()>),
+    /// Marks acknowledgements `sending` (with their Message-IDs); answers the ids it claimed.
+    ClaimAcks(Vec<(i64, String)>, Reply<Vec<i64>>),
 }
 
 /// An IMAP channel's position in a mailbox.
@@ -39,6 +41,7 @@ enum Pending {
     Submit(Reply<Receipt>, Result<Receipt, StoreError>),
     Deliveries(Reply<()>, Result<(), StoreError>),
     Requeue(Reply<usize>, Result<usize, StoreError>),
+    Claim(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
 }
 
 pub fn run(
@@ -113,6 +116,9 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
             Command::Acks(list, reply) => {
                 Pending::Deliveries(reply, super::acks::update(&sp, &list, now))
             }
+            Command::ClaimAcks(list, reply) => {
+                Pending::Claim(reply, super::acks::claim(&sp, &list, now))
+            }
             Command::Requeue(ids, reply) => {
                 let r = requeue(&sp, ids.as_deref(), now);
                 if matches!(r, Ok(n) if n > 0) {
@@ -125,6 +131,7 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
             Pending::Submit(_, r) => r.is_ok(),
             Pending::Deliveries(_, r) => r.is_ok(),
             Pending::Requeue(_, r) => r.is_ok(),
+            Pending::Claim(_, r) => r.is_ok(),
         };
         let item = if ok {
             match sp.commit() {
@@ -148,6 +155,7 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
                     Pending::Submit(reply, r) => drop(reply.send(r)),
                     Pending::Deliveries(reply, r) => drop(reply.send(r)),
                     Pending::Requeue(reply, r) => drop(reply.send(r)),
+                    Pending::Claim(reply, r) => drop(reply.send(r)),
                 }
             }
             added_outbox
@@ -167,6 +175,9 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
                     Pending::Requeue(reply, _) => {
                         drop(reply.send(Err(StoreError::Invalid(msg.clone()))))
                     }
+                    Pending::Claim(reply, _) => {
+                        drop(reply.send(Err(StoreError::Invalid(msg.clone()))))
+                    }
                 }
             }
             false
@@ -180,6 +191,7 @@ fn refuse(item: Pending, msg: &str) -> Pending {
         Pending::Submit(r, _) => Pending::Submit(r, Err(err())),
         Pending::Deliveries(r, _) => Pending::Deliveries(r, Err(err())),
         Pending::Requeue(r, _) => Pending::Requeue(r, Err(err())),
+        Pending::Claim(r, _) => Pending::Claim(r, Err(err())),
     }
 }
 
@@ -191,6 +203,7 @@ fn fail(cmd: Command, msg: &str) {
         Command::Requeue(_, r) => drop(r.send(Err(err()))),
         Command::Cursor(_, r) => drop(r.send(Err(err()))),
         Command::Acks(_, r) => drop(r.send(Err(err()))),
+        Command::ClaimAcks(_, r) => drop(r.send(Err(err()))),
     }
 }
 

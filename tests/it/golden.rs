@@ -208,9 +208,10 @@ fn auto_replies_bounces_and_lists_are_never_reports() {
     assert_eq!(rule("15-mailing-list.eml").as_deref(), Some("precedence"));
     // Our own acknowledgement coming back (the Message-ID is at our domain) is caught too.
     let raw = std::fs::read(super::common::fixture("01-utf8-nfc.eml")).unwrap();
-    let text = String::from_utf8(raw)
-        .unwrap()
-        .replace("@mail.example.com>", "@hue.example.vn>");
+    let text = String::from_utf8(raw).unwrap().replace(
+        "<CAH7pQx2mV9kR3tLw8nZ4bYc6uE1sJd0fGa5@mail.example.com>",
+        "<PA-7K3M-Q2XD.01jabcdef@hue.example.vn>",
+    );
     let Ok(Parsed::Automated { rule: own, .. }) = parse(
         text.as_bytes(),
         &own_limits(),

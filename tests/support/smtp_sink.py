@@ -3,7 +3,7 @@
 
 Every accepted message is written to DIR/NNNN.eml as received, with the envelope in
 DIR/NNNN.rcpt. Recipients steer it, the way a real relay behaves:
-  reject-*@...     550 5.1.1 (a permanent refusal)
+  reject-*@...     550 5.1.1 (a permanent refusal), quoting the address as Postfix does
   tempfail-*@...   451 4.3.0 on the first attempt for that address, accepted after
 Prints "READY" once listening.
 """
@@ -24,10 +24,10 @@ class Sink:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0].lower()
         if local.startswith("reject-"):
-            return "550 5.1.1 User unknown"
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
         if local.startswith("tempfail-") and address not in self.tempfailed:
             self.tempfailed.add(address)
-            return "451 4.3.0 Try again later"
+            return "451 4.3.0 <%s>: Try again later" % address
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

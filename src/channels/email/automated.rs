@@ -22,6 +22,23 @@ const SYSTEM_LOCAL_PARTS: &[&str] = &[
     "majordomo",
 ];
 
+/// Our acknowledgements' Message-IDs look like `<PA-7K3M-Q2XD.<report id>@our-domain>`. Only that
+/// shape counts: mail clients also put the sender's domain in their Message-IDs, so a domain
+/// alone would catch citizens who share the centre's mail provider, and staff.
+fn is_our_message_id(id: &str, own_addresses: &[String]) -> bool {
+    static ACK_ID: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"(?i)^<?[A-Z0-9]{1,6}-[A-Z0-9]{4}-[A-Z0-9]{4}\.[0-9A-Z]+@([^>]+)>?$")
+            .expect("valid regex")
+    });
+    let Some(domain) = ACK_ID.captures(id.trim()).and_then(|c| c.get(1)) else {
+        return false;
+    };
+    let domain = domain.as_str().to_ascii_lowercase();
+    own_addresses
+        .iter()
+        .any(|a| a.rsplit('@').next() == Some(domain.as_str()))
+}
+
 /// Which rule matched (a stable name, stored with the item), or None for mail from a person.
 /// `own_addresses` are the centre's own mailboxes, in lowercase.
 pub fn classify(msg: &Message<'_>, own_addresses: &[String]) -> Option<&'static str> {
@@ -38,19 +55,10 @@ pub fn classify(msg: &Message<'_>, own_addresses: &[String]) -> Option<&'static 
     if from.as_ref().is_some_and(|f| own_addresses.contains(f)) {
         return Some("own_address");
     }
-    if let Some(id) = msg.message_id() {
-        let domain = id
-            .rsplit('@')
-            .next()
-            .unwrap_or_default()
-            .trim_end_matches('>')
-            .to_ascii_lowercase();
-        let ours = own_addresses
-            .iter()
-            .any(|a| a.rsplit('@').next() == Some(domain.as_str()));
-        if ours && !domain.is_empty() {
-            return Some("own_message_id");
-        }
+    if let Some(id) = msg.message_id()
+        && is_our_message_id(id, own_addresses)
+    {
+        return Some("own_message_id");
     }
     if let Some(ct) = msg.content_type()
         && ct.ctype().eq_ignore_ascii_case("multipart")
@@ -195,8 +203,13 @@ mod tests {
             Some("own_address")
         );
         assert_eq!(
-            with_from("dan@example.com", "PA-7K3M@hue.example.vn"),
+            with_from("dan@example.com", "PA-7K3M-Q2XD.01jabcdef@hue.example.vn"),
             Some("own_message_id")
+        );
+        // A person's mail client using the centre's domain in its Message-ID is not ours.
+        assert_eq!(
+            with_from("can-bo@hue.example.vn", "5f1c9a2e-77@hue.example.vn"),
+            None
         );
         assert_eq!(with_from("norris@example.com", "a@b.c"), None);
     }

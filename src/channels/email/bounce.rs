@@ -67,10 +67,13 @@ pub fn bounce(msg: &Message<'_>) -> Option<Bounce> {
             _ => {}
         }
     }
+    let body = msg.body_text(0).unwrap_or_default();
     if ids.is_empty() {
         // A plain-text bounce quotes the returned headers in its body.
-        let body = msg.body_text(0).unwrap_or_default();
         ids.extend(quoted_message_ids(&body));
+    }
+    if status.is_none() && is_delay_notice(&body) {
+        status = Some(false);
     }
     ids.sort();
     ids.dedup();
@@ -79,6 +82,20 @@ pub fn bounce(msg: &Message<'_>) -> Option<Bounce> {
         // No status part: a mailer-daemon's notice is a failure unless it says otherwise.
         permanent: status.unwrap_or(true),
     })
+}
+
+/// A plain-text "still trying" warning (Exim, qmail, Exchange), which is not a failure.
+fn is_delay_notice(body: &str) -> bool {
+    let b = body.to_ascii_lowercase();
+    [
+        "delayed",
+        "will retry",
+        "will keep trying",
+        "still trying",
+        "warning: message",
+    ]
+    .iter()
+    .any(|w| b.contains(w))
 }
 
 fn bracket(id: &str) -> String {
@@ -138,6 +155,12 @@ mod tests {
             parse(raw).unwrap().message_ids,
             vec!["<PA-AAAA-BBBB.01J@hue.example.vn>".to_string()]
         );
+    }
+
+    #[test]
+    fn a_plain_text_delay_warning_is_not_permanent() {
+        let raw = b"From: MAILER-DAEMON@mx.example.com\r\nSubject: Warning: message delayed\r\n\r\nThis message has been delayed; the system will keep trying for 5 days.\r\n\r\nMessage-ID: <PA-AAAA-BBBB.01J@hue.example.vn>\r\n";
+        assert!(!parse(raw).unwrap().permanent);
     }
 
     #[test]

@@ -29,15 +29,21 @@ pub enum Login {
     OAuth2Token(String),
 }
 
-/// SASL XOAUTH2 (Google's and Microsoft's form): one response, user and bearer token.
+/// SASL XOAUTH2 (Google's and Microsoft's form): user and bearer token once. A second challenge
+/// is the server's error report (JSON), answered with an empty line so it says NO: sending the
+/// token again would make it BAD and hide that the token was refused.
 struct XOAuth2<'a> {
     user: &'a str,
     token: &'a str,
+    sent: bool,
 }
 
 impl async_imap::Authenticator for XOAuth2<'_> {
     type Response = String;
     fn process(&mut self, _challenge: &[u8]) -> String {
+        if std::mem::replace(&mut self.sent, true) {
+            return String::new();
+        }
         format!("user={}\x01auth=Bearer {}\x01\x01", self.user, self.token)
     }
 }
@@ -61,6 +67,7 @@ pub async fn open(cfg: &ImapConfig, login: &Login) -> Result<ImapSession, Connec
                 let auth = XOAuth2 {
                     user: &cfg.username,
                     token: t,
+                    sent: false,
                 };
                 client.authenticate("XOAUTH2", auth).await
             }

@@ -40,7 +40,7 @@ pub async fn run(
     };
     let mut session = match connect::open(cfg, &login).await {
         Ok(s) => s,
-        Err(ConnectError::Rejected(msg)) => {
+        Err(ConnectError::Rejected(msg)) if !cancel.is_cancelled() => {
             intake.health().set(
                 name,
                 State::NeedsOperator,
@@ -48,6 +48,7 @@ pub async fn run(
             );
             return refused(name, &credential, &login, msg.trim(), &cancel).await;
         }
+        Err(ConnectError::Rejected(_)) => return Ok(()),
         Err(ConnectError::Other(e)) => return Err(e),
     };
     let caps = session.capabilities().await.context("CAPABILITY failed")?;
@@ -82,10 +83,12 @@ pub async fn run(
         None => 0,
     };
     tracing::info!(channel = %name, mailbox = %cfg.mailbox, idle = can_idle, "IMAP channel started.");
-    intake.health().set(name, State::Running, None);
+    if !cancel.is_cancelled() {
+        intake.health().set(name, State::Running, None);
+    }
 
     let rules = ParseRules {
-        email: cfg.limits(intake.email_defaults()),
+        email: cfg.limits(&intake.email_defaults()),
         acknowledge: cfg.ack.is_some(),
     };
     let job = Drain {
@@ -218,7 +221,9 @@ impl Drain<'_> {
         let mut uids: Vec<u32> = found.into_iter().filter(|u| *u > last_uid).collect();
         uids.sort_unstable();
         let mut total = 0;
-        for chunk in uids.chunks(self.cfg.batch) {
+        let key = unfetchable::key(self.name, &self.cfg.mailbox, self.uidvalidity);
+        for chunk in unfetchable::chunks(&uids, self.cfg.batch, unfetchable::suspect(&key)) {
+            let chunk = &chunk[..];
             if cancel.is_cancelled() {
                 break;
             }
@@ -232,7 +237,6 @@ impl Drain<'_> {
             // the move, so a crash between commit and move fetches them again (intake recognises
             // them) and moves them then, instead of leaving them behind the position forever.
             bounded(limit, "moving a batch", self.after_ingest(session, &stored)).await?;
-            let key = unfetchable::key(self.name, &self.cfg.mailbox, self.uidvalidity);
             let mut prefix = last_uid;
             for uid in chunk {
                 // A message the server cannot send is quarantined and passed over, left in place.
@@ -307,7 +311,10 @@ impl Drain<'_> {
         let mut fetch_error = None;
         if !small.is_empty() {
             let wanted: Vec<u32> = small.iter().map(|(u, _)| *u).collect();
-            fetch_error = self.bodies(session, &wanted, &mut items).await.err();
+            fetch_error = self
+                .fetch(session, &wanted, "BODY.PEEK[]", &mut items)
+                .await
+                .err();
             if let Some(e) = &fetch_error {
                 let got: Vec<u32> = items.iter().map(|(u, ..)| *u).collect();
                 if let Some(uid) = first_missing(&wanted, &got) {
@@ -317,25 +324,32 @@ impl Drain<'_> {
             }
         }
         if !big.is_empty() && fetch_error.is_none() {
-            let set = uid_set(&big.iter().map(|(u, _)| *u).collect::<Vec<_>>());
-            for f in session
-                .uid_fetch(&set, format!("(UID {HEADER_PEEK})"))
+            let wanted: Vec<u32> = big.iter().map(|(u, _)| *u).collect();
+            let mut headers = Vec::new();
+            fetch_error = self
+                .fetch(session, &wanted, HEADER_PEEK, &mut headers)
                 .await
-                .context("UID FETCH failed")?
-                .try_collect::<Vec<_>>()
-                .await
-                .context("UID FETCH failed")?
-            {
-                if let Some(uid) = f.uid {
-                    let size = big.iter().find(|(u, _)| *u == uid).map_or(0, |(_, s)| *s);
-                    let reason = format!(
-                        "message is {}, over max_message_size {}: not downloaded; only its header is kept here, the whole message stays on the IMAP server (handled by after_ingest like any other)",
-                        human_size(u64::from(size)),
-                        human_size(limit)
-                    );
-                    items.push((uid, f.header().unwrap_or_default().to_vec(), Some(reason)));
-                }
+                .err();
+            let got: Vec<u32> = headers.iter().map(|(u, ..)| *u).collect();
+            for (uid, header, _) in headers {
+                let size = big.iter().find(|(u, _)| *u == uid).map_or(0, |(_, s)| *s);
+                let reason = format!(
+                    "message is {}, over max_message_size {}: not downloaded; only its header is kept here, the whole message stays on the IMAP server (handled by after_ingest like any other)",
+                    human_size(u64::from(size)),
+                    human_size(limit)
+                );
+                items.push((uid, header, Some(reason)));
             }
+            if let Some(e) = &fetch_error
+                && let Some(uid) = first_missing(&wanted, &got)
+            {
+                let size = big.iter().find(|(u, _)| *u == uid).map_or(0, |(_, s)| *s);
+                self.suspect(uid, size, e, &mut items);
+            }
+        }
+        // A suspect that came through after all is cleared.
+        for (uid, ..) in &items {
+            unfetchable::cleared(&key, *uid);
         }
 
         let results =
@@ -384,21 +398,25 @@ impl Drain<'_> {
         Ok((stored, complete))
     }
 
-    /// BODY.PEEK[] for `uids`, keeping every message that arrived even when the FETCH fails part
-    /// way (the server gives up on one message and, like Dovecot, may hang up).
-    async fn bodies(
+    /// `BODY.PEEK[]` or `BODY.PEEK[HEADER]` for `uids`, keeping every message that arrived even
+    /// when the FETCH fails part way (the server gives up on one message and, like Dovecot, may
+    /// hang up).
+    async fn fetch(
         &self,
         session: &mut ImapSession,
         uids: &[u32],
+        part: &str,
         items: &mut Vec<(u32, Vec<u8>, Option<String>)>,
     ) -> anyhow::Result<()> {
+        let header = part == HEADER_PEEK;
         let mut stream = session
-            .uid_fetch(uid_set(uids), "(UID BODY.PEEK[])")
+            .uid_fetch(uid_set(uids), format!("(UID {part})"))
             .await
             .context("UID FETCH failed")?;
         while let Some(f) = stream.try_next().await.context("UID FETCH failed")? {
-            if let (Some(uid), Some(body)) = (f.uid, f.body()) {
-                items.push((uid, body.to_vec(), None));
+            let bytes = if header { f.header() } else { f.body() };
+            if let (Some(uid), Some(bytes)) = (f.uid, bytes) {
+                items.push((uid, bytes.to_vec(), None));
             }
         }
         Ok(())

@@ -2,7 +2,8 @@
 //! with an error and hangs up) must not stall the mailbox behind it forever. The first UID of a
 //! batch that did not arrive is the suspect; after `STRIKES` failures in a row on the same UID it
 //! is quarantined (a note, since there are no bytes) and skipped, and the mail after it flows.
-//! One failure is not enough: a dropped connection also ends a FETCH early.
+//! One failure is not enough: a dropped connection also ends a FETCH early. After the first
+//! strike the suspect is fetched alone, so the next strikes are about that message only.
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
@@ -46,6 +47,39 @@ pub fn skip(key: &str, uid: u32) {
     }
 }
 
+/// The suspect came through: no strikes against it.
+pub fn cleared(key: &str, uid: u32) {
+    let mut m = MEMORY.lock().expect("unfetchable lock");
+    if let Some(mem) = m.get_mut(key)
+        && mem.suspect.is_some_and(|(u, _)| u == uid)
+    {
+        mem.suspect = None;
+    }
+}
+
+/// The UID with strikes against it, if any.
+pub fn suspect(key: &str) -> Option<u32> {
+    MEMORY
+        .lock()
+        .expect("unfetchable lock")
+        .get(key)
+        .and_then(|m| m.suspect.map(|(u, _)| u))
+}
+
+/// `uids` (ascending) in batches of `size`, in order, with the suspect in a batch of its own.
+pub fn chunks(uids: &[u32], size: usize, suspect: Option<u32>) -> Vec<Vec<u32>> {
+    let size = size.max(1);
+    let Some(s) = suspect.filter(|s| uids.contains(s)) else {
+        return uids.chunks(size).map(<[u32]>::to_vec).collect();
+    };
+    let (before, after): (Vec<u32>, Vec<u32>) =
+        uids.iter().filter(|u| **u != s).partition(|u| **u < s);
+    let mut out: Vec<Vec<u32>> = before.chunks(size).map(<[u32]>::to_vec).collect();
+    out.push(vec![s]);
+    out.extend(after.chunks(size).map(<[u32]>::to_vec));
+    out
+}
+
 pub fn is_skipped(key: &str, uid: u32) -> bool {
     MEMORY
         .lock()
@@ -75,5 +109,18 @@ mod tests {
         skip(&k, 7);
         assert!(is_skipped(&k, 7) && !is_skipped(&k, 5));
         assert!(!is_skipped(&key("t", "INBOX", 2), 7));
+    }
+
+    #[test]
+    fn the_suspect_is_fetched_alone_and_order_is_kept() {
+        assert_eq!(
+            chunks(&[1, 2, 3, 4, 5], 2, None),
+            vec![vec![1, 2], vec![3, 4], vec![5]]
+        );
+        assert_eq!(
+            chunks(&[1, 2, 3, 4, 5], 2, Some(3)),
+            vec![vec![1, 2], vec![3], vec![4, 5]]
+        );
+        assert_eq!(chunks(&[1, 2], 2, Some(9)), vec![vec![1, 2]]);
     }
 }

@@ -82,12 +82,14 @@ pub async fn run(
         tracing::warn!(channel = %name, error = %e, "Cannot watch new/; relying on the periodic scan.");
     }
     tracing::info!(channel = %name, scan_interval = ?cfg.scan_interval, "Maildir channel started.");
-    intake
-        .health()
-        .set(name, crate::health::State::Running, None);
+    if !cancel.is_cancelled() {
+        intake
+            .health()
+            .set(name, crate::health::State::Running, None);
+    }
 
     let rules = ParseRules {
-        email: cfg.limits(intake.email_defaults()),
+        email: cfg.limits(&intake.email_defaults()),
         acknowledge: cfg.ack.is_some(),
     };
     let budget = Arc::new(Semaphore::new(MEMORY_BUDGET >> 10));
@@ -430,7 +432,7 @@ mod tests {
             after: AfterIngest::Seen,
             file: file.into(),
             rules: ParseRules {
-                email: intake.email_defaults().clone(),
+                email: intake.email_defaults(),
                 acknowledge: false,
             },
             intake,
