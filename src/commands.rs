@@ -96,6 +96,7 @@ fn rules_for(config: &Config, channel: Option<&config::ChannelConfig>) -> ParseR
     ParseRules {
         email: channel.map_or_else(|| config.email_defaults(), |c| config.email_limits(c)),
         acknowledge: channel.is_some_and(|c| c.ack().is_some()),
+        facebook: None,
     }
 }
 
@@ -171,6 +172,9 @@ fn describe(r: &Receipt) -> String {
                 "automated mail ({rule}) #{}: stored, not a report, not answered",
                 r.inbox_id
             )
+        }
+        Outcome::Held { conversation } => {
+            format!("held in conversation {conversation} until its sender goes quiet")
         }
     };
     if r.redelivered {

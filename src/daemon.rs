@@ -52,6 +52,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
     let http = tokio::spawn(crate::http::serve(
         listener,
         intake.health().clone(),
+        intake.webhooks().clone(),
         http_cancel.clone(),
     ));
 

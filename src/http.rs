@@ -1,6 +1,7 @@
-//! The one HTTP server: `/healthz` (alive) and `/readyz` (each channel's state); webhooks and
-//! `/metrics` join it later.
+//! The one HTTP server: `/healthz` (alive), `/readyz` (each channel's state) and the webhooks
+//! (`/webhooks/facebook/{channel}`); `/metrics` joins it later.
 
+use crate::channels::facebook::Webhooks;
 use crate::health::{Health, State};
 use axum::extract::State as Extract;
 use axum::http::StatusCode;
@@ -8,11 +9,12 @@ use axum::{Json, Router, routing::get};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-pub fn router(health: Health) -> Router {
+pub fn router(health: Health, webhooks: Webhooks) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(health)
+        .merge(crate::channels::facebook::routes(webhooks))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
@@ -40,9 +42,10 @@ async fn readyz(Extract(health): Extract<Health>) -> (StatusCode, Json<serde_jso
 pub async fn serve(
     listener: tokio::net::TcpListener,
     health: Health,
+    webhooks: Webhooks,
     cancel: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(health))
+    axum::serve(listener, router(health, webhooks))
         .with_graceful_shutdown(cancel.cancelled_owned())
         .await
 }

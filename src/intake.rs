@@ -29,6 +29,8 @@ pub struct ParseRules {
     /// The channel acknowledges new reports (it has an `[ack]` table): the writer records an
     /// acknowledgement to send with each new report.
     pub acknowledge: bool,
+    /// Set for Facebook channels.
+    pub facebook: Option<crate::channels::facebook::Rules>,
 }
 
 pub struct Intake {
@@ -38,6 +40,7 @@ pub struct Intake {
     default_category: String,
     email_defaults: std::sync::RwLock<EmailConfig>,
     health: crate::health::Health,
+    webhooks: crate::channels::facebook::Webhooks,
 }
 
 impl Intake {
@@ -49,7 +52,26 @@ impl Intake {
             default_category: config.daemon.default_category.clone(),
             email_defaults: std::sync::RwLock::new(config.email_defaults()),
             health: Default::default(),
+            webhooks: Default::default(),
         }
+    }
+
+    /// Where attachments are kept (channels that download media write there too).
+    pub fn media(&self) -> &Arc<MediaStore> {
+        &self.media
+    }
+
+    /// The channels taking webhooks now (read by the HTTP server).
+    pub fn webhooks(&self) -> &crate::channels::facebook::Webhooks {
+        &self.webhooks
+    }
+
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.tz
+    }
+
+    pub fn default_category(&self) -> &str {
+        &self.default_category
     }
 
     /// Where channels say how they are doing (read by `/readyz`).
@@ -91,6 +113,28 @@ impl Intake {
                 bounce,
             },
             Outcome::Reject(reason) => SubmissionBody::Quarantine { reason },
+            Outcome::Fragment {
+                external_id,
+                psid,
+                fragment,
+            } => SubmissionBody::Fragment {
+                external_id,
+                psid,
+                fragment,
+                update_window_ms: update_window_ms(rules),
+            },
+            Outcome::Edit {
+                external_id,
+                psid,
+                mid,
+                text,
+            } => SubmissionBody::Edit {
+                external_id,
+                psid,
+                mid,
+                text,
+                update_window_ms: update_window_ms(rules),
+            },
         };
         let submission = Submission {
             channel: env.channel,
@@ -137,6 +181,9 @@ impl Intake {
             Outcome::Automated { rule, .. } => {
                 Ok(Err(format!("automated mail ({rule}), not a report")))
             }
+            Outcome::Fragment { .. } | Outcome::Edit { .. } => Ok(Err(
+                "a Messenger message: the webhook takes it again when Meta re-sends it".into(),
+            )),
             Outcome::Report(draft) => {
                 let raw = Arc::try_unwrap(raw).unwrap_or_else(|a| (*a).clone());
                 let received_at = chrono::Utc::now().with_timezone(&self.tz).fixed_offset();
@@ -168,11 +215,10 @@ impl Intake {
         let default_category = self.default_category.clone();
         let media = self.media.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Outcome, std::io::Error> {
-            let parsed = match kind {
-                ChannelKind::Maildir | ChannelKind::Imap => {
-                    email::parse(&raw, &rules.email, tz, &default_category)
-                }
-            };
+            if kind == ChannelKind::Facebook {
+                return Ok(facebook_outcome(&raw));
+            }
+            let parsed = email::parse(&raw, &rules.email, tz, &default_category);
             Ok(match parsed {
                 Ok(email::Parsed::Report(draft, blobs)) => {
                     for blob in &blobs {
@@ -204,6 +250,45 @@ impl Intake {
     }
 }
 
+fn update_window_ms(rules: &ParseRules) -> i64 {
+    rules
+        .facebook
+        .as_ref()
+        .map_or(0, |f| f.update_window.as_millis() as i64)
+}
+
+/// A stored webhook event read into what the writer does with it.
+fn facebook_outcome(raw: &[u8]) -> Outcome {
+    use crate::channels::facebook::{self, Parsed};
+    let external_id =
+        facebook::external_id(raw).unwrap_or_else(|| format!("sha256:{}", sha256_hex(raw)));
+    match facebook::parse(raw) {
+        Ok(Parsed::Fragment { psid, fragment }) => Outcome::Fragment {
+            external_id,
+            psid,
+            fragment,
+        },
+        Ok(Parsed::Edit { psid, mid, text }) => Outcome::Edit {
+            external_id,
+            psid,
+            mid,
+            text,
+        },
+        Ok(Parsed::Other { rule }) => Outcome::Automated {
+            rule: rule.to_string(),
+            external_id,
+            bounce: None,
+        },
+        // Feed posts and comments are kept, not yet made into reports (see README).
+        Ok(Parsed::Feed(_)) => Outcome::Automated {
+            rule: "feed".into(),
+            external_id,
+            bounce: None,
+        },
+        Err(reason) => Outcome::Reject(reason),
+    }
+}
+
 /// What parsing made of an item.
 enum Outcome {
     Report(Box<Draft>),
@@ -211,6 +296,17 @@ enum Outcome {
         rule: String,
         external_id: String,
         bounce: Option<email::Bounce>,
+    },
+    Fragment {
+        external_id: String,
+        psid: String,
+        fragment: crate::channels::facebook::Fragment,
+    },
+    Edit {
+        external_id: String,
+        psid: String,
+        mid: String,
+        text: String,
     },
     Reject(String),
 }

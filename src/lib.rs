@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod fetch;
 pub mod forward;
 pub mod health;
 pub mod http;

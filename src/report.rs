@@ -222,7 +222,7 @@ pub struct OmittedMedia {
     pub name: Option<String>,
     pub content_type: String,
     pub size: u64,
-    /// `too_large` or `too_many`.
+    /// `too_large`, `too_many`, `not_allowed` (a link phananh does not fetch) or `unavailable`.
     pub reason: String,
 }
 

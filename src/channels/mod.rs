@@ -2,6 +2,7 @@
 //! the [`Envelope`] a channel hands to intake, and the supervisor that keeps a channel running.
 
 pub mod email;
+pub mod facebook;
 pub mod imap;
 pub mod maildir;
 
@@ -34,6 +35,9 @@ pub async fn supervise(channel: ChannelConfig, intake: Arc<Intake>, cancel: Canc
             }
             ChannelSettings::Imap(cfg) => {
                 imap::run(&channel.name, cfg, intake.clone(), cancel.clone()).await
+            }
+            ChannelSettings::Facebook(cfg) => {
+                facebook::run(&channel.name, cfg, intake.clone(), cancel.clone()).await
             }
         };
         // Stopped by a reload or shutdown: the health entry is the new task's (or gone).

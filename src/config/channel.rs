@@ -10,15 +10,21 @@ use std::time::Duration;
 pub enum ChannelKind {
     Maildir,
     Imap,
+    Facebook,
 }
 
 impl ChannelKind {
-    pub const ALL: &[ChannelKind] = &[ChannelKind::Maildir, ChannelKind::Imap];
+    pub const ALL: &[ChannelKind] = &[
+        ChannelKind::Maildir,
+        ChannelKind::Imap,
+        ChannelKind::Facebook,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             ChannelKind::Maildir => "maildir",
             ChannelKind::Imap => "imap",
+            ChannelKind::Facebook => "facebook",
         }
     }
 
@@ -51,20 +57,23 @@ impl ChannelConfig {
         match self.settings {
             ChannelSettings::Maildir(_) => ChannelKind::Maildir,
             ChannelSettings::Imap(_) => ChannelKind::Imap,
+            ChannelSettings::Facebook(_) => ChannelKind::Facebook,
         }
     }
 
-    /// The channel's acknowledgement settings, when it answers new reports.
+    /// The channel's acknowledgement settings, when it answers new reports by mail.
     pub fn ack(&self) -> Option<&super::AckConfig> {
         match &self.settings {
             ChannelSettings::Maildir(m) => m.ack.as_ref(),
             ChannelSettings::Imap(m) => m.ack.as_ref(),
+            ChannelSettings::Facebook(_) => None,
         }
     }
 
     /// Holds credentials (re-read on every reload, so the channel restarts on every reload).
     pub fn has_secrets(&self) -> bool {
-        self.kind() == ChannelKind::Imap || self.ack().is_some_and(|a| a.smtp.password().is_some())
+        matches!(self.kind(), ChannelKind::Imap | ChannelKind::Facebook)
+            || self.ack().is_some_and(|a| a.smtp.password().is_some())
     }
 }
 
@@ -72,6 +81,7 @@ impl ChannelConfig {
 pub enum ChannelSettings {
     Maildir(MaildirConfig),
     Imap(ImapConfig),
+    Facebook(super::FacebookConfig),
 }
 
 /// What to do with a message once it is committed.

@@ -8,6 +8,7 @@ mod ack;
 mod channel;
 mod daemon;
 mod error;
+mod facebook;
 pub mod secrets;
 pub mod units;
 
@@ -21,6 +22,7 @@ pub use daemon::{
     SinkConfig, SinkKind, StoreConfig,
 };
 pub use error::{ConfigError, ConfigErrors};
+pub use facebook::FacebookConfig;
 
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashSet};
@@ -54,6 +56,7 @@ impl Config {
         match &channel.settings {
             ChannelSettings::Maildir(m) => m.limits(&defaults),
             ChannelSettings::Imap(m) => m.limits(&defaults),
+            ChannelSettings::Facebook(_) => defaults,
         }
     }
 
@@ -437,6 +440,25 @@ fn load_channel(path: &Path) -> Result<ChannelConfig, Vec<ConfigError>> {
                 }
                 errors.extend(prepare_ack(&mut m.ack, base, path, &text));
                 Some(ChannelSettings::Imap(m))
+            }
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
+        Some(ChannelKind::Facebook) => match parse_file::<FacebookConfig>(path) {
+            Ok((text, _, mut m)) => {
+                for p in [
+                    &mut m.app_secret_file,
+                    &mut m.verify_token_file,
+                    &mut m.page_access_token_file,
+                ] {
+                    *p = p.take().map(|p| resolve(base, &p));
+                }
+                for (key, msg) in m.problems() {
+                    errors.push(ConfigError::at_key(path, &text, key, msg));
+                }
+                Some(ChannelSettings::Facebook(m))
             }
             Err(e) => {
                 errors.extend(e);

@@ -146,7 +146,11 @@ fn the_reference_files_and_readme_match_the_code() {
         }
     }
     collect(&annotated.parse::<toml::Table>().unwrap(), &mut keys);
-    for file in ["channels/mail.toml", "channels/imap.toml.example"] {
+    for file in [
+        "channels/mail.toml",
+        "channels/imap.toml.example",
+        "channels/facebook.toml.example",
+    ] {
         let channel = fs::read_to_string(root.join(file)).unwrap();
         let uncommented: String = channel
             .lines()
@@ -223,4 +227,52 @@ fn ack_mistakes_are_refused_with_their_place() {
     assert!(has("mail.toml:6:1: cannot read"), "{text:#?}");
     assert!(has("in clear"), "{text:#?}");
     assert!(has("no password"), "{text:#?}");
+}
+
+#[test]
+fn the_facebook_example_loads_and_mistakes_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "phananh.toml", "state_dir = \"state\"\n");
+    let example = fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("channels/facebook.toml.example"),
+    )
+    .unwrap();
+    write(dir.path(), "channels/fb.toml", &example);
+    let c = load(&main).unwrap();
+    let ChannelSettings::Facebook(f) = &c.channels["fb"].settings else {
+        panic!("facebook expected")
+    };
+    assert_eq!(f.assemble_quiet, std::time::Duration::from_secs(180));
+    assert_eq!(f.media_hosts, ["fbcdn.net", "fbsbx.com"]);
+    write(
+        dir.path(),
+        "channels/fb.toml",
+        "kind = \"facebook\"\npage_id = \"thanh-pho-hue\"\napp_secret = \"x\"\ngraph_api_base = \"http://graph.example.com\"\n",
+    );
+    let text: Vec<String> = load(&main)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(
+        has("fb.toml:3:1: `app_secret` holds a secret inline"),
+        "{text:#?}"
+    );
+    write(
+        dir.path(),
+        "channels/fb.toml",
+        "kind = \"facebook\"\npage_id = \"thanh-pho-hue\"\napp_secret_file = \"s\"\ngraph_api_base = \"http://graph.example.com\"\n",
+    );
+    let text: Vec<String> = load(&main)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(has("must be the page's numeric id"), "{text:#?}");
+    assert!(has("missing verify_token_file"), "{text:#?}");
+    assert!(has("graph_api_base must be https://"), "{text:#?}");
 }

@@ -101,3 +101,55 @@ mod tests {
         assert_eq!(photo_place(&png, chrono_tz::Asia::Ho_Chi_Minh), None);
     }
 }
+
+/// Coordinates written in a message: a Google Maps link (`@16.4637,107.5909`, `q=16.46,107.59`,
+/// `ll=`/`query=`/`destination=`), or a plain decimal pair with at least four decimals
+/// (`16.4637, 107.5909`), as people paste from map apps. The first plausible pair wins.
+pub fn coordinates_in_text(text: &str) -> Option<(f64, f64)> {
+    static PATTERNS: std::sync::LazyLock<[regex::Regex; 3]> = std::sync::LazyLock::new(|| {
+        [
+            regex::Regex::new(r"@(-?\d{1,2}\.\d+),(-?\d{1,3}\.\d+)").expect("valid"),
+            regex::Regex::new(
+                r"[?&](?:q|query|ll|destination)=(-?\d{1,2}\.\d+)(?:,|%2C|%2c)\s*(-?\d{1,3}\.\d+)",
+            )
+            .expect("valid"),
+            // Four decimals at least: Vietnamese writes thousands with dots ("1.500, 2.300 đồng").
+            regex::Regex::new(
+                r"(?:^|[^\d.])(-?\d{1,2}\.\d{4,})\s*[,;]\s*(-?\d{1,3}\.\d{4,})(?:[^\d.]|$)",
+            )
+            .expect("valid"),
+        ]
+    });
+    PATTERNS.iter().find_map(|re| {
+        re.captures_iter(text).find_map(|c| {
+            let lat: f64 = c.get(1)?.as_str().parse().ok()?;
+            let lon: f64 = c.get(2)?.as_str().parse().ok()?;
+            ((-90.0..=90.0).contains(&lat)
+                && (-180.0..=180.0).contains(&lon)
+                && (lat, lon) != (0.0, 0.0))
+                .then_some((lat, lon))
+        })
+    })
+}
+
+#[cfg(test)]
+mod text_coordinates {
+    use super::coordinates_in_text as c;
+
+    #[test]
+    fn map_links_and_pasted_pairs_are_read() {
+        assert_eq!(
+            c("https://www.google.com/maps/place/Ch%E1%BB%A3/@16.4721,107.5885,17z"),
+            Some((16.4721, 107.5885))
+        );
+        assert_eq!(
+            c("https://maps.google.com/?q=16.4637,107.5909"),
+            Some((16.4637, 107.5909))
+        );
+        assert_eq!(c("vị trí: 16.4637, 107.5909 ạ"), Some((16.4637, 107.5909)));
+        assert_eq!(c("giá 1.500, 2.300 đồng"), None);
+        assert_eq!(c("giá 1.5000, 2.3000.000 đồng"), None);
+        assert_eq!(c("số nhà 12, 34"), None);
+        assert_eq!(c("@95.1,107.5"), None);
+    }
+}

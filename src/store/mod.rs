@@ -2,6 +2,7 @@
 //! transaction (group commit), read by anyone through their own connections.
 
 pub mod acks;
+pub mod conversations;
 pub mod queries;
 mod schema;
 mod writer;
@@ -103,6 +104,29 @@ pub enum SubmissionBody {
         rule: String,
         bounce: Option<crate::channels::email::Bounce>,
     },
+    /// A Messenger message, gathered into its sender's conversation.
+    Fragment {
+        external_id: String,
+        psid: String,
+        fragment: crate::channels::facebook::Fragment,
+        /// How long after a report a message from the same sender still adds to it.
+        update_window_ms: i64,
+    },
+    /// A Messenger message edited by its sender.
+    Edit {
+        external_id: String,
+        psid: String,
+        mid: String,
+        text: String,
+        update_window_ms: i64,
+    },
+    /// A conversation closed into a report by the channel's assembler; refused (held) if it
+    /// gained messages since the draft was made from `fragments` of them.
+    Assembled {
+        conversation: i64,
+        fragments: usize,
+        draft: Box<Draft>,
+    },
     /// `phananh quarantine retry`: a quarantined inbox row parsed now.
     Retry {
         inbox_id: i64,
@@ -138,6 +162,10 @@ pub enum Outcome {
     /// The reporter answered with their tracking code: added to that report (`report.updated`).
     FollowUp {
         report: ReportRef,
+    },
+    /// A Messenger message kept in its sender's open conversation, until it becomes a report.
+    Held {
+        conversation: i64,
     },
 }
 

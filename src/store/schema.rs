@@ -144,6 +144,38 @@ pub fn migrations() -> Migrations<'static> {
             );
             "#,
         ),
+        // Messenger conversations: a sender's messages are gathered until they go quiet, then
+        // become one report. The state lives here so a restart never splits or doubles one.
+        M::up(
+            r#"
+            CREATE TABLE fb_conversations (
+                id         INTEGER PRIMARY KEY,
+                channel    TEXT NOT NULL,
+                psid       TEXT NOT NULL,
+                state      TEXT NOT NULL CHECK (state IN ('open', 'closed')),
+                opened_ms  INTEGER NOT NULL,
+                last_ms    INTEGER NOT NULL,
+                closed_ms  INTEGER,
+                -- Set when the conversation adds to a report made shortly before (an update).
+                update_of  TEXT REFERENCES reports (id),
+                report_id  TEXT REFERENCES reports (id)
+            );
+            CREATE UNIQUE INDEX fb_conversations_open ON fb_conversations (channel, psid)
+                WHERE state = 'open';
+            CREATE INDEX fb_conversations_due ON fb_conversations (channel, state, last_ms);
+            CREATE INDEX fb_conversations_sender ON fb_conversations (channel, psid, closed_ms);
+            CREATE TABLE fb_fragments (
+                id              INTEGER PRIMARY KEY,
+                conversation_id INTEGER NOT NULL REFERENCES fb_conversations (id),
+                inbox_id        INTEGER NOT NULL REFERENCES inbox (id),
+                mid             TEXT NOT NULL,
+                timestamp_ms    INTEGER NOT NULL,
+                data            TEXT NOT NULL
+            );
+            CREATE INDEX fb_fragments_conversation ON fb_fragments (conversation_id, timestamp_ms);
+            CREATE INDEX fb_fragments_mid ON fb_fragments (mid);
+            "#,
+        ),
     ])
 }
 

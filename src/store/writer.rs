@@ -277,6 +277,78 @@ fn submit(
                 redelivered: false,
             })
         }
+        SubmissionBody::Fragment {
+            ref external_id,
+            ref psid,
+            ref fragment,
+            update_window_ms,
+        } => {
+            if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
+                return Ok(r);
+            }
+            let inbox_id = insert_inbox(conn, &s, external_id, "stored", None, received_at)?;
+            let outcome = super::conversations::gather(
+                conn,
+                &s,
+                inbox_id,
+                psid,
+                fragment,
+                update_window_ms,
+                now,
+            )?;
+            Ok(Receipt {
+                inbox_id,
+                outcome,
+                redelivered: false,
+            })
+        }
+        SubmissionBody::Edit {
+            ref external_id,
+            ref psid,
+            ref mid,
+            ref text,
+            update_window_ms,
+        } => {
+            if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
+                return Ok(r);
+            }
+            let inbox_id = insert_inbox(conn, &s, external_id, "stored", None, received_at)?;
+            let outcome = super::conversations::edit(
+                conn,
+                &s,
+                inbox_id,
+                psid,
+                mid,
+                text,
+                update_window_ms,
+                now,
+            )?;
+            Ok(Receipt {
+                inbox_id,
+                outcome,
+                redelivered: false,
+            })
+        }
+        SubmissionBody::Assembled {
+            conversation,
+            fragments,
+            ref draft,
+        } => {
+            let (inbox_id, outcome) = super::conversations::close(
+                conn,
+                settings,
+                &s,
+                conversation,
+                fragments,
+                draft,
+                now,
+            )?;
+            Ok(Receipt {
+                inbox_id,
+                outcome,
+                redelivered: false,
+            })
+        }
         SubmissionBody::Retry {
             inbox_id,
             ref draft,
@@ -305,7 +377,9 @@ fn submit(
                     Outcome::Created { report }
                     | Outcome::Duplicate { report, .. }
                     | Outcome::FollowUp { report } => report.id.clone(),
-                    Outcome::Quarantined { .. } | Outcome::Automated { .. } => {
+                    Outcome::Quarantined { .. }
+                    | Outcome::Automated { .. }
+                    | Outcome::Held { .. } => {
                         return Err(StoreError::Invalid(format!(
                             "inbox item {inbox_id} has the same external id as quarantined item {}; retry that one",
                             r.inbox_id
@@ -399,6 +473,18 @@ fn existing_receipt(
         (_, None) if automated.is_some() => Outcome::Automated {
             rule: automated.unwrap_or_default(),
         },
+        ("stored", None) => {
+            let conversation: Option<i64> = conn
+                .prepare_cached("SELECT conversation_id FROM fb_fragments WHERE inbox_id = ?1")?
+                .query_row([inbox_id], |r| r.get(0))
+                .optional()?;
+            match conversation {
+                Some(conversation) => Outcome::Held { conversation },
+                None => Outcome::Quarantined {
+                    reason: reason.unwrap_or_default(),
+                },
+            }
+        }
         ("quarantined", _) | (_, None) => Outcome::Quarantined {
             reason: reason.unwrap_or_default(),
         },
@@ -436,7 +522,7 @@ pub(super) fn report_outcome(conn: &Connection, id: &str) -> Result<Outcome, Sto
     })
 }
 
-fn store_report(
+pub(super) fn store_report(
     conn: &Connection,
     settings: &StoreSettings,
     s: &Submission,
@@ -663,11 +749,11 @@ fn enqueue(
     Ok(())
 }
 
-struct Cited {
-    id: String,
-    tracking_code: String,
-    reporter_id: Option<i64>,
-    event_json: String,
+pub(super) struct Cited {
+    pub(super) id: String,
+    pub(super) tracking_code: String,
+    pub(super) reporter_id: Option<i64>,
+    pub(super) event_json: String,
 }
 
 /// The first cited code that names a stored report (a duplicate stands for its original).
@@ -699,7 +785,7 @@ fn cited_report(conn: &Connection, codes: &[String]) -> Result<Option<Cited>, St
 
 /// Adds a follow-up to the report it cites: its text and media are recorded, the media join the
 /// report, and a `report.updated` event is queued (after the report's own events, per sink).
-fn follow_up(
+pub(super) fn follow_up(
     conn: &Connection,
     settings: &StoreSettings,
     s: &Submission,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn validator() -> jsonschema::Validator {
+pub fn validator() -> jsonschema::Validator {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/report.schema.json");
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     // In 2020-12 `format` is only an annotation unless asked for; we want date-time and email checked.
@@ -17,7 +17,7 @@ fn validator() -> jsonschema::Validator {
 }
 
 /// One "instance path: message" line per violation; empty when the event is valid.
-fn violations(v: &jsonschema::Validator, event: &Value) -> Vec<String> {
+pub fn violations(v: &jsonschema::Validator, event: &Value) -> Vec<String> {
     v.iter_errors(event)
         .map(|e| match e.instance_path.to_string() {
             root if root.is_empty() => format!("/: {e}"),

@@ -90,6 +90,7 @@ pub async fn run(
     let rules = ParseRules {
         email: cfg.limits(&intake.email_defaults()),
         acknowledge: cfg.ack.is_some(),
+        facebook: None,
     };
     let job = Drain {
         name,

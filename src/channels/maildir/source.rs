@@ -91,6 +91,7 @@ pub async fn run(
     let rules = ParseRules {
         email: cfg.limits(&intake.email_defaults()),
         acknowledge: cfg.ack.is_some(),
+        facebook: None,
     };
     let budget = Arc::new(Semaphore::new(MEMORY_BUDGET >> 10));
     // Files that failed (not stored, or stored but stuck in new/) are retried by the periodic
@@ -253,6 +254,8 @@ fn count(
             Outcome::Quarantined { .. } => t.quarantined += 1,
             Outcome::Automated { .. } => t.automated += 1,
             Outcome::FollowUp { .. } => t.follow_ups += 1,
+            // Mail is never held for assembly.
+            Outcome::Held { .. } => t.created += 1,
         },
         Ok(Done::Vanished) => t.vanished += 1,
         Ok(Done::Failed) | Err(_) => t.failed += 1,
@@ -434,6 +437,7 @@ mod tests {
             rules: ParseRules {
                 email: intake.email_defaults(),
                 acknowledge: false,
+                facebook: None,
             },
             intake,
             budget: Arc::new(Semaphore::new(MEMORY_BUDGET >> 10)),

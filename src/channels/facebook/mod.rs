@@ -1,0 +1,127 @@
+//! The `facebook` channel: Meta's webhooks for a page's Messenger conversations (and, when asked,
+//! its feed). The webhook (`webhook.rs`) verifies, splits and commits each event before it answers
+//! 200; the channel task registers the webhook and runs the assembler, which closes each sender's
+//! conversation into one report when they go quiet (`assemble.rs`).
+
+mod assemble;
+mod event;
+mod media;
+mod webhook;
+
+pub use assemble::draft_from;
+pub use event::{Attachment, FeedItem, Fragment, Item, Parsed, external_id, parse, split};
+pub use webhook::{Endpoint, Webhooks, routes};
+
+use crate::config::FacebookConfig;
+use crate::intake::Intake;
+use crate::store::conversations;
+use crate::store::{Submission, SubmissionBody};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Registers the webhook, then closes conversations as they fall due, until cancelled.
+pub async fn run(
+    name: &str,
+    cfg: &FacebookConfig,
+    intake: Arc<Intake>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    let endpoint = Endpoint::new(name, cfg, intake.clone())?;
+    let _registered = intake.webhooks().register(endpoint);
+    tracing::info!(channel = %name, path = %format!("/webhooks/facebook/{name}"), "Facebook channel started.");
+    if !cancel.is_cancelled() {
+        intake
+            .health()
+            .set(name, crate::health::State::Running, None);
+    }
+    let reader = intake.store().reader()?;
+    let fetcher = crate::fetch::Fetcher::new(
+        &cfg.media_hosts,
+        cfg.max_media_size,
+        std::time::Duration::from_secs(30),
+    );
+    let quiet = cfg.assemble_quiet.as_millis() as i64;
+    let max = cfg.assemble_max.as_millis() as i64;
+    let mut watch = intake.store().outbox_watch();
+    loop {
+        let now = chrono::Utc::now().timestamp_millis();
+        let due = conversations::due(&reader, name, now - quiet, now - max)?;
+        for conversation in due {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let (psid, fragments) = conversations::fragments(&reader, conversation)?;
+            close(name, &fetcher, &intake, conversation, &psid, fragments).await?;
+        }
+        let next = conversations::next_due_ms(&reader, name, quiet, max)?;
+        let wait = next
+            .map(|ms| ms - chrono::Utc::now().timestamp_millis())
+            .map(|ms| Duration::from_millis(ms.clamp(20, 5_000) as u64))
+            .unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            _ = cancel.cancelled() => return Ok(()),
+            _ = watch.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Makes the conversation's report (or update) and commits it with the conversation's close.
+async fn close(
+    name: &str,
+    fetcher: &crate::fetch::Fetcher,
+    intake: &Intake,
+    conversation: i64,
+    psid: &str,
+    fragments: Vec<Fragment>,
+) -> anyhow::Result<()> {
+    let (media, omitted) = media::collect(fetcher, intake.media(), name, &fragments).await?;
+    let draft = draft_from(
+        psid,
+        &fragments,
+        media,
+        omitted,
+        intake.tz(),
+        intake.default_category(),
+    );
+    let receipt = intake
+        .store()
+        .submit(Submission {
+            channel: name.to_string(),
+            kind: "facebook".into(),
+            raw: Vec::new(),
+            raw_sha256: String::new(),
+            source_ref: None,
+            received_at: chrono::Utc::now()
+                .with_timezone(&intake.tz())
+                .fixed_offset(),
+            body: SubmissionBody::Assembled {
+                conversation,
+                fragments: fragments.len(),
+                draft: Box::new(draft),
+            },
+            acknowledge: false,
+        })
+        .await?;
+    match &receipt.outcome {
+        crate::store::Outcome::Created { report } => {
+            tracing::info!(channel = %name, tracking_code = %report.tracking_code, messages = fragments.len(), "Conversation closed into a report.")
+        }
+        crate::store::Outcome::FollowUp { report } => {
+            tracing::info!(channel = %name, tracking_code = %report.tracking_code, messages = fragments.len(), "Conversation added to its report.")
+        }
+        crate::store::Outcome::Duplicate { report, of } => {
+            tracing::info!(channel = %name, tracking_code = %report.tracking_code, duplicate_of = %of.tracking_code, "Conversation closed into a duplicate report.")
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The part of the channel's settings intake needs to read its events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules {
+    pub page_id: String,
+    pub update_window: Duration,
+}

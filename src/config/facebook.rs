@@ -1,0 +1,160 @@
+//! `kind = "facebook"`: a Facebook page's Messenger conversations (and optionally its feed),
+//! delivered by Meta's webhooks to `/webhooks/facebook/{channel}`.
+
+use super::secrets::SecretRef;
+use super::units;
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FacebookConfig {
+    pub kind: String,
+    /// The page's numeric id; events for other pages are refused.
+    pub page_id: String,
+    /// The app secret that signs every POST (`X-Hub-Signature-256`). The file may hold two lines
+    /// while the secret is rotated: either signature is accepted.
+    pub app_secret_file: Option<PathBuf>,
+    pub app_secret_env: Option<String>,
+    /// What the app dashboard sends in the subscription handshake.
+    pub verify_token_file: Option<PathBuf>,
+    pub verify_token_env: Option<String>,
+    /// For the Graph API (replies, health checks): optional until those are configured.
+    pub page_access_token_file: Option<PathBuf>,
+    pub page_access_token_env: Option<String>,
+    #[serde(default = "default_graph_base")]
+    pub graph_api_base: String,
+    #[serde(default = "default_graph_version")]
+    pub graph_api_version: String,
+    /// A sender quiet this long closes their conversation into one report.
+    #[serde(default = "default_quiet", deserialize_with = "units::duration")]
+    pub assemble_quiet: Duration,
+    /// A conversation is closed this long after its first message, however chatty.
+    #[serde(default = "default_max", deserialize_with = "units::duration")]
+    pub assemble_max: Duration,
+    /// A message this soon after a report was made from the same sender adds to it
+    /// (`report.updated`) instead of opening a new one.
+    #[serde(
+        default = "default_update_window",
+        deserialize_with = "units::duration"
+    )]
+    pub update_window: Duration,
+    /// Media are downloaded only from these hosts and their subdomains, over HTTPS.
+    #[serde(default = "default_media_hosts")]
+    pub media_hosts: Vec<String>,
+    #[serde(default = "default_max_media", deserialize_with = "units::size")]
+    pub max_media_size: u64,
+    /// Larger webhook bodies are refused with 413 before anything is read into memory.
+    #[serde(default = "default_max_body", deserialize_with = "units::size")]
+    pub max_body_size: u64,
+}
+
+impl FacebookConfig {
+    pub fn app_secret(&self) -> SecretRef {
+        pick(&self.app_secret_file, &self.app_secret_env)
+    }
+    pub fn verify_token(&self) -> SecretRef {
+        pick(&self.verify_token_file, &self.verify_token_env)
+    }
+    pub fn page_access_token(&self) -> Option<SecretRef> {
+        (self.page_access_token_file.is_some() || self.page_access_token_env.is_some())
+            .then(|| pick(&self.page_access_token_file, &self.page_access_token_env))
+    }
+
+    /// Problems serde cannot see, as (key, message).
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        for (key, file, env) in [
+            (
+                "app_secret_file",
+                &self.app_secret_file,
+                &self.app_secret_env,
+            ),
+            (
+                "verify_token_file",
+                &self.verify_token_file,
+                &self.verify_token_env,
+            ),
+        ] {
+            match (file, env) {
+                (Some(_), Some(_)) => {
+                    out.push((key, format!("set {key} or its _env form, not both")))
+                }
+                (None, None) => out.push((
+                    "page_id",
+                    format!("missing {key} (or its _env form): every webhook needs it"),
+                )),
+                _ => {}
+            }
+        }
+        if self.page_access_token_file.is_some() && self.page_access_token_env.is_some() {
+            out.push((
+                "page_access_token_file",
+                "set page_access_token_file or page_access_token_env, not both".into(),
+            ));
+        }
+        if self.page_id.is_empty() || !self.page_id.chars().all(|c| c.is_ascii_digit()) {
+            out.push((
+                "page_id",
+                format!("page_id {:?} must be the page's numeric id", self.page_id),
+            ));
+        }
+        if !(self.graph_api_base.starts_with("https://") || is_loopback_url(&self.graph_api_base)) {
+            out.push((
+                "graph_api_base",
+                "graph_api_base must be https:// (plain http only to a loopback test server)"
+                    .into(),
+            ));
+        }
+        if self.assemble_quiet.is_zero() || self.assemble_max < self.assemble_quiet {
+            out.push((
+                "assemble_max",
+                "assemble_quiet must be more than 0s and assemble_max at least assemble_quiet"
+                    .into(),
+            ));
+        }
+        out
+    }
+}
+
+fn pick(file: &Option<PathBuf>, env: &Option<String>) -> SecretRef {
+    match (file, env) {
+        (Some(p), _) => SecretRef::File(p.clone()),
+        (None, Some(v)) => SecretRef::Env(v.clone()),
+        (None, None) => SecretRef::Env(String::new()),
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', ':']).next().unwrap_or_default();
+    matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+}
+
+fn default_graph_base() -> String {
+    "https://graph.facebook.com".into()
+}
+fn default_graph_version() -> String {
+    "v25.0".into()
+}
+fn default_quiet() -> Duration {
+    Duration::from_secs(180)
+}
+fn default_max() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_update_window() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_media_hosts() -> Vec<String> {
+    vec!["fbcdn.net".into(), "fbsbx.com".into()]
+}
+fn default_max_media() -> u64 {
+    25_000_000
+}
+fn default_max_body() -> u64 {
+    4_000_000
+}

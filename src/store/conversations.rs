@@ -1,0 +1,246 @@
+//! Messenger conversations in the store: fragments are gathered per sender while the
+//! conversation is open; the channel's assembler closes it into one report. Everything here runs
+//! in the writer's transaction, so a restart never loses a fragment, splits a conversation or
+//! makes a report twice.
+
+use super::writer::{Cited, follow_up, store_report};
+use super::{Outcome, StoreError, StoreSettings, Submission};
+use crate::channels::facebook::Fragment;
+use crate::pipeline::Draft;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A new message: into the sender's open conversation, or a new one. Shortly after their last
+/// report was made, the new conversation adds to that report (`update_of`) instead of making one.
+pub(super) fn gather(
+    conn: &Connection,
+    s: &Submission,
+    inbox_id: i64,
+    psid: &str,
+    fragment: &Fragment,
+    update_window_ms: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, StoreError> {
+    let now_ms = now.timestamp_millis();
+    let data = serde_json::to_string(fragment).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let open: Option<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM fb_conversations WHERE channel = ?1 AND psid = ?2 AND state = 'open'",
+        )?
+        .query_row(params![s.channel, psid], |r| r.get(0))
+        .optional()?;
+    let conversation = match open {
+        Some(id) => {
+            conn.prepare_cached("UPDATE fb_conversations SET last_ms = ?2 WHERE id = ?1")?
+                .execute(params![id, now_ms])?;
+            id
+        }
+        None => {
+            let recent: Option<String> = conn
+                .prepare_cached(
+                    "SELECT coalesce(update_of, report_id) FROM fb_conversations
+                     WHERE channel = ?1 AND psid = ?2 AND state = 'closed' AND report_id IS NOT NULL
+                       AND closed_ms >= ?3
+                     ORDER BY closed_ms DESC LIMIT 1",
+                )?
+                .query_row(params![s.channel, psid, now_ms - update_window_ms], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            conn.prepare_cached(
+                "INSERT INTO fb_conversations (channel, psid, state, opened_ms, last_ms, update_of)
+                 VALUES (?1, ?2, 'open', ?3, ?3, ?4)",
+            )?
+            .execute(params![s.channel, psid, now_ms, recent])?;
+            conn.last_insert_rowid()
+        }
+    };
+    conn.prepare_cached(
+        "INSERT INTO fb_fragments (conversation_id, inbox_id, mid, timestamp_ms, data)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        conversation,
+        inbox_id,
+        fragment.mid,
+        fragment.timestamp_ms,
+        data
+    ])?;
+    Ok(Outcome::Held { conversation })
+}
+
+/// An edited message: its fragment changes while the conversation is open; after that, the new
+/// text is a message of its own (it adds to the report within the update window).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn edit(
+    conn: &Connection,
+    s: &Submission,
+    inbox_id: i64,
+    psid: &str,
+    mid: &str,
+    text: &str,
+    update_window_ms: i64,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, StoreError> {
+    let found: Option<(i64, String, i64)> = conn
+        .prepare_cached(
+            "SELECT f.id, f.data, c.id FROM fb_fragments f
+             JOIN fb_conversations c ON c.id = f.conversation_id
+             WHERE f.mid = ?1 AND c.channel = ?2 AND c.psid = ?3 AND c.state = 'open'
+             ORDER BY f.id DESC LIMIT 1",
+        )?
+        .query_row(params![mid, s.channel, psid], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let text = (!text.trim().is_empty()).then(|| text.to_string());
+    if let Some((fragment_id, data, conversation)) = found {
+        let mut f: Fragment =
+            serde_json::from_str(&data).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        f.text = text;
+        let data = serde_json::to_string(&f).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        conn.prepare_cached("UPDATE fb_fragments SET data = ?2 WHERE id = ?1")?
+            .execute(params![fragment_id, data])?;
+        return Ok(Outcome::Held { conversation });
+    }
+    let f = Fragment {
+        mid: format!("{mid}#edit"),
+        timestamp_ms: now.timestamp_millis(),
+        text,
+        attachments: Vec::new(),
+        location: None,
+    };
+    gather(conn, s, inbox_id, psid, &f, update_window_ms, now)
+}
+
+/// Closes a conversation into a report (or into an update of the report it follows), if it is
+/// still open and still has the `fragments` the draft was made from: a message that arrived
+/// meanwhile keeps it open, and the assembler tries again.
+pub(super) fn close(
+    conn: &Connection,
+    settings: &StoreSettings,
+    s: &Submission,
+    conversation: i64,
+    fragments: usize,
+    draft: &Draft,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(i64, Outcome), StoreError> {
+    let row: Option<(String, Option<String>)> = conn
+        .prepare_cached("SELECT state, update_of FROM fb_conversations WHERE id = ?1")?
+        .query_row([conversation], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((state, update_of)) = row else {
+        return Err(StoreError::Invalid(format!(
+            "no conversation {conversation}"
+        )));
+    };
+    let (count, first_inbox): (i64, Option<i64>) = conn
+        .prepare_cached(
+            "SELECT count(*), (SELECT inbox_id FROM fb_fragments WHERE conversation_id = ?1
+                               ORDER BY timestamp_ms, id LIMIT 1)
+             FROM fb_fragments WHERE conversation_id = ?1",
+        )?
+        .query_row([conversation], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let Some(first_inbox) = first_inbox else {
+        return Err(StoreError::Invalid(format!(
+            "conversation {conversation} has no messages"
+        )));
+    };
+    if state != "open" || count as usize != fragments {
+        return Ok((first_inbox, Outcome::Held { conversation }));
+    }
+    let outcome = match update_of {
+        Some(report_id) => {
+            let target = cited_by_id(conn, &report_id)?;
+            follow_up(conn, settings, s, first_inbox, draft, target, now)?
+        }
+        None => store_report(conn, settings, s, first_inbox, draft, now)?,
+    };
+    let report_id = match &outcome {
+        Outcome::Created { report }
+        | Outcome::Duplicate { report, .. }
+        | Outcome::FollowUp { report } => report.id.clone(),
+        other => {
+            return Err(StoreError::Invalid(format!(
+                "closing conversation {conversation} gave {other:?}"
+            )));
+        }
+    };
+    conn.prepare_cached(
+        "UPDATE fb_conversations SET state = 'closed', closed_ms = ?2, report_id = ?3 WHERE id = ?1",
+    )?
+    .execute(params![conversation, now.timestamp_millis(), report_id])?;
+    conn.prepare_cached(
+        "UPDATE inbox SET report_id = ?2
+         WHERE id IN (SELECT inbox_id FROM fb_fragments WHERE conversation_id = ?1)",
+    )?
+    .execute(params![conversation, report_id])?;
+    Ok((first_inbox, outcome))
+}
+
+fn cited_by_id(conn: &Connection, id: &str) -> Result<Cited, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, tracking_code, reporter_id, event_json FROM reports WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(Cited {
+                id: r.get(0)?,
+                tracking_code: r.get(1)?,
+                reporter_id: r.get(2)?,
+                event_json: r.get(3)?,
+            })
+        })?)
+}
+
+/// Open conversations of `channel` whose sender has been quiet since `quiet_before_ms`, or that
+/// were opened before `max_before_ms`.
+pub fn due(
+    conn: &Connection,
+    channel: &str,
+    quiet_before_ms: i64,
+    max_before_ms: i64,
+) -> Result<Vec<i64>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id FROM fb_conversations
+         WHERE channel = ?1 AND state = 'open' AND (last_ms <= ?2 OR opened_ms <= ?3)
+         ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![channel, quiet_before_ms, max_before_ms], |r| {
+        r.get(0)
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// When the next open conversation of `channel` falls due.
+pub fn next_due_ms(
+    conn: &Connection,
+    channel: &str,
+    quiet_ms: i64,
+    max_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT min(min(last_ms + ?2, opened_ms + ?3)) FROM fb_conversations
+             WHERE channel = ?1 AND state = 'open'",
+        )?
+        .query_row(params![channel, quiet_ms, max_ms], |r| r.get(0))?)
+}
+
+/// A conversation's sender and its fragments in the order they were written.
+pub fn fragments(
+    conn: &Connection,
+    conversation: i64,
+) -> Result<(String, Vec<Fragment>), StoreError> {
+    let psid: String = conn
+        .prepare_cached("SELECT psid FROM fb_conversations WHERE id = ?1")?
+        .query_row([conversation], |r| r.get(0))?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT data FROM fb_fragments WHERE conversation_id = ?1 ORDER BY timestamp_ms, id",
+    )?;
+    let rows = stmt.query_map([conversation], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for data in rows {
+        out.push(serde_json::from_str(&data?).map_err(|e| StoreError::Invalid(e.to_string()))?);
+    }
+    Ok((psid, out))
+}

@@ -1,0 +1,139 @@
+//! A tiny HTTP/1.1 server on 127.0.0.1 standing in for Meta's CDN and Graph API: fixed answers by
+//! path, every request recorded (method, path, body) for the test to read.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    pub fn ok(content_type: &str, body: Vec<u8>) -> Answer {
+        Answer {
+            status: 200,
+            headers: vec![("Content-Type".into(), content_type.into())],
+            body,
+        }
+    }
+
+    pub fn redirect(to: &str) -> Answer {
+        Answer {
+            status: 302,
+            headers: vec![("Location".into(), to.into())],
+            body: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub body: Vec<u8>,
+}
+
+pub struct Stub {
+    pub port: u16,
+    answers: Arc<Mutex<HashMap<String, Answer>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl Stub {
+    pub fn start() -> Stub {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let answers: Arc<Mutex<HashMap<String, Answer>>> = Default::default();
+        let requests: Arc<Mutex<Vec<Request>>> = Default::default();
+        let (a, r) = (answers.clone(), requests.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (a, r) = (a.clone(), r.clone());
+                std::thread::spawn(move || serve(stream, &a, &r));
+            }
+        });
+        Stub {
+            port,
+            answers,
+            requests,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Answers requests for `path` (without the query string) with `answer`.
+    pub fn answer(&self, path: &str, answer: Answer) {
+        self.answers
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), answer);
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve(
+    stream: std::net::TcpStream,
+    answers: &Mutex<HashMap<String, Answer>>,
+    requests: &Mutex<Vec<Request>>,
+) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let target = parts.next().unwrap_or_default().to_string();
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.trim().eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let path = target.split('?').next().unwrap_or_default().to_string();
+    requests.lock().unwrap().push(Request {
+        method,
+        path: path.clone(),
+        body,
+    });
+    let answer = answers
+        .lock()
+        .unwrap()
+        .get(&path)
+        .cloned()
+        .unwrap_or(Answer {
+            status: 404,
+            headers: vec![],
+            body: b"not found".to_vec(),
+        });
+    let mut out = stream;
+    let mut head = format!(
+        "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
+        answer.status,
+        answer.body.len()
+    );
+    for (k, v) in &answer.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let _ = out.write_all(head.as_bytes());
+    let _ = out.write_all(&answer.body);
+}
