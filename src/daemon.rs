@@ -152,10 +152,17 @@ fn start_channel(
         intake.clone(),
         cancel.clone(),
     ));
-    if let Some(ack) = ch.ack() {
+    let via = match (&ch.settings, ch.ack()) {
+        (_, Some(ack)) => Some(crate::ack::Via::Mail(ack.clone())),
+        (crate::config::ChannelSettings::Facebook(f), None) if f.reply => {
+            Some(crate::ack::Via::Messenger(f.clone()))
+        }
+        _ => None,
+    };
+    if let Some(via) = via {
         tracker.spawn(crate::ack::run(
             ch.name.clone(),
-            ack.clone(),
+            via,
             config.daemon.forward.clone(),
             intake.store().clone(),
             intake.health().clone(),

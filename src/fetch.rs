@@ -42,11 +42,7 @@ impl Fetcher {
     /// `scontent.xx.fbcdn.net`). A loopback address listed as it is (`127.0.0.1`) is allowed over
     /// plain HTTP: that is how tests stand in for a CDN; nothing else ever is.
     pub fn new(hosts: &[String], max_size: u64, timeout: Duration) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        let tls = rustls::ClientConfig::builder()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls_config();
         Self {
             hosts: Arc::new(
                 hosts
@@ -197,6 +193,15 @@ impl Fetcher {
         }
         Ok(addr)
     }
+}
+
+/// rustls on ring with the public roots (webpki), for every outbound HTTPS call.
+pub fn tls_config() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth()
 }
 
 /// Loopback, private, link-local, unique-local, unspecified, multicast: not the Internet.

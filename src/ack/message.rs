@@ -148,6 +148,7 @@ mod tests {
             name: Some("Nguyễn Văn A".into()),
             next_attempt_ms: 0,
             reason: None,
+            psid: None,
         }
     }
 

@@ -1,46 +1,69 @@
-//! Acknowledgements: each mail channel with an `[ack]` table has a sender that takes the
-//! acknowledgements its new reports are owed (rows the writer added with the report) and mails
-//! them through the channel's relay: at most one per report, never to mail older than `max_age`,
-//! never to an address that bounced, rate-limited per address and per domain, and every send or
-//! suppression recorded with its reason.
+//! Acknowledgements: the answer a citizen gets with their tracking code, on the channel they used.
+//! The writer records the acknowledgement a new report is owed in the report's transaction; a
+//! sender per channel takes those rows and delivers them through its carrier: a mail relay
+//! (`mail.rs`, for channels with `[ack]`) or Messenger's Send API (`messenger.rs`, for facebook
+//! channels with `reply = true`). At most one per report; every send or suppression is recorded
+//! with its reason.
 
+mod mail;
 mod message;
+mod messenger;
 mod smtp;
 
-use crate::config::{AckConfig, ForwardConfig};
+use crate::config::{AckConfig, FacebookConfig, ForwardConfig};
 use crate::health::{Health, State};
 use crate::store::acks::{self, AckUpdate, DueAck};
 use crate::store::{Store, StoreError};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use lettre::AsyncTransport;
-use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Mails handed to the relay at once.
+/// Acknowledgements handed to the carrier at once.
 const CONCURRENCY: usize = 4;
+
+/// How a channel's acknowledgements travel.
+#[derive(Clone)]
+pub enum Via {
+    Mail(AckConfig),
+    Messenger(FacebookConfig),
+}
+
+enum Carrier {
+    Mail(mail::Mail),
+    Messenger(messenger::Messenger),
+}
+
+/// Why one acknowledgement did not go.
+#[derive(Debug)]
+pub enum Failure {
+    /// The relay or API is down, busy, or refuses us (not this message): try again later.
+    Relay(String),
+    /// This one will never go: dead at once.
+    Permanent(String),
+    /// The page token was refused: the operator must act; retried until then.
+    Token(String),
+    /// Rate-limited by the other side: try again after the pause, not counted as an attempt.
+    Paused(String, Duration),
+    /// Not sent, on purpose (outside Messenger's window, recipient unavailable).
+    Suppress(String),
+}
 
 pub struct Acknowledger {
     channel: String,
-    cfg: AckConfig,
+    carrier: Carrier,
     policy: ForwardConfig,
     store: Store,
     reader: Arc<Mutex<rusqlite::Connection>>,
-    transport: smtp::Transport,
-    per_address: DefaultKeyedRateLimiter<String>,
-    per_domain: DefaultKeyedRateLimiter<String>,
-    /// The relay's state shows in `/readyz` as `CHANNEL:ack`.
+    /// The carrier's state shows in `/readyz` as `CHANNEL:ack`.
     health: Health,
     cancel: CancellationToken,
 }
 
-/// Runs a channel's sender until `cancel` fires; a transport that cannot be built (an unreadable
+/// Runs a channel's sender until `cancel` fires; a carrier that cannot be set up (an unreadable
 /// password or CA file) is retried with backoff, like a channel.
 pub async fn run(
     channel: String,
-    cfg: AckConfig,
+    via: Via,
     policy: ForwardConfig,
     store: Store,
     health: Health,
@@ -51,7 +74,7 @@ pub async fn run(
     let ack = loop {
         match Acknowledger::new(
             &channel,
-            &cfg,
+            &via,
             &policy,
             store.clone(),
             health.clone(),
@@ -74,7 +97,14 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(channel = %channel, relay = %cfg.smtp.host, "Acknowledgements started.");
+    match &ack.carrier {
+        Carrier::Mail(m) => {
+            tracing::info!(channel = %channel, relay = %m.relay(), "Acknowledgements started.")
+        }
+        Carrier::Messenger(_) => {
+            tracing::info!(channel = %channel, "Messenger replies started.")
+        }
+    }
     health.set(&key, State::Running, None);
     ack.run(cancel).await;
 }
@@ -82,22 +112,24 @@ pub async fn run(
 impl Acknowledger {
     pub fn new(
         channel: &str,
-        cfg: &AckConfig,
+        via: &Via,
         policy: &ForwardConfig,
         store: Store,
         health: Health,
         cancel: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let per_hour = |n: u32| Quota::per_hour(NonZeroU32::new(n.max(1)).expect("at least 1"));
+        let carrier = match via {
+            Via::Mail(cfg) => Carrier::Mail(mail::Mail::new(cfg)?),
+            Via::Messenger(cfg) => {
+                Carrier::Messenger(messenger::Messenger::new(cfg, policy.backoff_max)?)
+            }
+        };
         Ok(Self {
             channel: channel.to_string(),
-            cfg: cfg.clone(),
+            carrier,
             policy: policy.clone(),
             reader: Arc::new(Mutex::new(store.reader()?)),
             store,
-            transport: smtp::transport(&cfg.smtp)?,
-            per_address: RateLimiter::keyed(per_hour(cfg.per_address_per_hour)),
-            per_domain: RateLimiter::keyed(per_hour(cfg.per_domain_per_hour)),
             health,
             cancel,
         })
@@ -123,8 +155,9 @@ impl Acknowledger {
                     d
                 }
             };
-            self.per_address.retain_recent();
-            self.per_domain.retain_recent();
+            if let Carrier::Mail(m) = &self.carrier {
+                m.housekeeping();
+            }
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = watch.changed() => {}
@@ -176,78 +209,19 @@ impl Acknowledger {
     ) -> Result<Option<AckUpdate>, StoreError> {
         if row.state == "sending" {
             return Ok(Some(AckUpdate::Dead {
-                error: "interrupted mid-send (a restart or a lost relay connection); not sent again, so the citizen never gets two".into(),
+                error: "interrupted mid-send (a restart or a lost connection); not sent again, so the citizen never gets two".into(),
             }));
         }
-        let suppress = |reason: &str| {
-            Ok(Some(AckUpdate::Suppressed {
-                reason: reason.to_string(),
-            }))
-        };
-        let Some(address) = row.email.as_deref() else {
-            return suppress("no_address");
-        };
-        let written = chrono::DateTime::parse_from_rfc3339(&row.submitted_at)
-            .map(|t| t.with_timezone(&chrono::Utc))
-            .unwrap_or(now);
-        if now
-            .signed_duration_since(written)
-            .to_std()
-            .unwrap_or_default()
-            > self.cfg.max_age
-        {
-            return suppress("too_old");
+        match &self.carrier {
+            Carrier::Mail(m) => m.decide(row, now, &self.reader).await,
+            Carrier::Messenger(m) => Ok(m.decide(row, now)),
         }
-        if self.bounced(address, now.timestamp_millis()).await? {
-            return suppress("bounced");
-        }
-        // Limits count acknowledgements, not attempts: a retry after a relay failure or
-        // greylisting has had its turn already, and an operator's retry is deliberate.
-        if row.attempts > 0 || row.reason.as_deref() == Some("operator_retry") {
-            return Ok(None);
-        }
-        let domain = address
-            .rsplit('@')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if let Err(not_until) = self.per_domain.check_key(&domain) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            return Ok(Some(AckUpdate::Retry {
-                error: "waiting for the domain's hourly limit".into(),
-                next_attempt_ms: now.timestamp_millis() + wait.as_millis() as i64 + 1,
-                counts: false,
-            }));
-        }
-        if self
-            .per_address
-            .check_key(&acks::address_key(address))
-            .is_err()
-        {
-            return suppress("rate_limited");
-        }
-        Ok(None)
     }
 
-    async fn bounced(&self, address: &str, now_ms: i64) -> Result<bool, StoreError> {
-        let reader = self.reader.clone();
-        let address = address.to_string();
-        let until = tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().expect("reader lock");
-            acks::suppressed_until(&conn, &address)
-        })
-        .await
-        .map_err(|e| StoreError::Invalid(format!("reader stopped: {e}")))??;
-        Ok(until.is_some_and(|u| u > now_ms))
-    }
-
-    /// Marks a chunk `sending` (committed), hands each mail it claimed to the relay, records the
-    /// outcomes.
+    /// Marks a chunk `sending` (committed), hands each one it claimed to the carrier, records
+    /// the outcomes.
     async fn send(&self, chunk: &[DueAck]) -> Result<(), StoreError> {
-        let claims: Vec<(i64, String)> = chunk
-            .iter()
-            .map(|r| (r.id, message::message_id(r, &self.cfg)))
-            .collect();
+        let claims: Vec<(i64, String)> = chunk.iter().map(|r| (r.id, self.message_id(r))).collect();
         let claimed = self.store.claim_acks(claims.clone()).await?;
         let chunk: Vec<(&DueAck, &str)> = chunk
             .iter()
@@ -261,27 +235,34 @@ impl Acknowledger {
         let mut updates = Vec::with_capacity(chunk.len());
         for ((row, _), result) in chunk.iter().zip(results) {
             let attempt = row.attempts + 1;
+            let retry = |error: String, counts: bool, d: Duration| AckUpdate::Retry {
+                error,
+                next_attempt_ms: now_ms + d.as_millis() as i64,
+                counts,
+            };
+            let backoff =
+                crate::backoff::delay(attempt, self.policy.backoff_base, self.policy.backoff_max);
             let update = match result {
                 Ok(()) => {
                     tracing::info!(channel = %self.channel, tracking_code = %row.tracking_code, "Acknowledgement sent.");
                     AckUpdate::Sent
                 }
                 Err(Failure::Permanent(error)) => AckUpdate::Dead { error },
+                Err(Failure::Suppress(reason)) => {
+                    tracing::info!(channel = %self.channel, tracking_code = %row.tracking_code, reason = %reason, "Acknowledgement not sent.");
+                    AckUpdate::Suppressed { reason }
+                }
                 Err(Failure::Relay(error)) if attempt >= self.policy.max_attempts => {
                     AckUpdate::Dead { error }
                 }
                 Err(Failure::Relay(error)) => {
-                    let d = crate::backoff::delay(
-                        attempt,
-                        self.policy.backoff_base,
-                        self.policy.backoff_max,
-                    );
-                    tracing::warn!(channel = %self.channel, tracking_code = %row.tracking_code, attempts = attempt, error = %error, retry_in = ?d, "Acknowledgement not sent; will retry.");
-                    AckUpdate::Retry {
-                        error,
-                        next_attempt_ms: now_ms + d.as_millis() as i64,
-                        counts: true,
-                    }
+                    tracing::warn!(channel = %self.channel, tracking_code = %row.tracking_code, attempts = attempt, error = %error, retry_in = ?backoff, "Acknowledgement not sent; will retry.");
+                    retry(error, true, backoff)
+                }
+                // Waits for the operator without using up attempts.
+                Err(Failure::Token(error)) => retry(error, false, self.policy.backoff_max),
+                Err(Failure::Paused(error, d)) => {
+                    retry(error, false, d.min(self.policy.backoff_max))
                 }
             };
             if let AckUpdate::Dead { error } = &update {
@@ -292,36 +273,33 @@ impl Acknowledger {
         self.store.record_acks(updates).await
     }
 
+    fn message_id(&self, row: &DueAck) -> String {
+        match &self.carrier {
+            Carrier::Mail(m) => m.message_id(row),
+            Carrier::Messenger(m) => m.message_id(row),
+        }
+    }
+
     async fn send_one(&self, row: &DueAck, message_id: &str) -> Result<(), Failure> {
-        let address = row.email.as_deref().unwrap_or_default();
-        let msg = message::build(row, address, &self.cfg, &self.channel, message_id)
-            .map_err(Failure::Permanent)?;
-        let health = format!("{}:ack", self.channel);
-        let result = match self.transport.send(msg).await {
-            Ok(_) => Ok(()),
-            // A 5xx is about this mail only if the relay itself is fine: a refused login, a
-            // relaying denial or a bad EHLO name would otherwise kill every acknowledgement.
-            Err(e) if e.is_permanent() => match self.transport.test_connection().await {
-                Ok(true) => Err(Failure::Permanent(format!(
-                    "relay refused this mail: {}",
-                    redact(&e.to_string())
-                ))),
-                Ok(false) | Err(_) => Err(Failure::Relay(format!(
-                    "relay refused us: {}",
-                    redact(&e.to_string())
-                ))),
-            },
-            Err(e) => Err(Failure::Relay(redact(&e.to_string()))),
+        let result = match &self.carrier {
+            Carrier::Mail(m) => m.send(row, &self.channel, message_id).await,
+            Carrier::Messenger(m) => m.send(row, &self.channel).await,
         };
         if self.cancel.is_cancelled() {
             // Replaced by a reload: the new sender owns the health entry now.
             return result;
         }
+        let key = format!("{}:ack", self.channel);
         match &result {
-            Ok(()) | Err(Failure::Permanent(_)) => self.health.set(&health, State::Running, None),
-            Err(Failure::Relay(e)) => {
-                self.health
-                    .set(&health, State::Reconnecting, Some(e.clone()))
+            Ok(()) | Err(Failure::Permanent(_) | Failure::Suppress(_)) => {
+                self.health.set(&key, State::Running, None)
+            }
+            Err(Failure::Relay(e) | Failure::Paused(e, _)) => {
+                self.health.set(&key, State::Reconnecting, Some(e.clone()))
+            }
+            Err(Failure::Token(e)) => {
+                tracing::error!(channel = %self.channel, error = %e, "The page access token was refused; replies wait until a valid token is in the token file.");
+                self.health.set(&key, State::NeedsOperator, Some(e.clone()))
             }
         }
         result
@@ -346,7 +324,10 @@ impl Acknowledger {
     async fn due(&self) -> Result<Vec<DueAck>, StoreError> {
         let reader = self.reader.clone();
         let channel = self.channel.clone();
-        let stale = self.stale_after();
+        let stale = match &self.carrier {
+            Carrier::Mail(m) => m.stale_after(),
+            Carrier::Messenger(m) => m.stale_after(),
+        };
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().expect("reader lock");
             let now = chrono::Utc::now().timestamp_millis();
@@ -354,12 +335,6 @@ impl Acknowledger {
         })
         .await
         .map_err(|e| StoreError::Invalid(format!("reader stopped: {e}")))?
-    }
-
-    /// A row still `sending` after this was interrupted (no send takes longer: the relay timeout
-    /// bounds each step of the conversation).
-    fn stale_after(&self) -> Duration {
-        (self.cfg.smtp.timeout * 10).max(Duration::from_secs(300))
     }
 
     async fn until_next_due(&self) -> Duration {
@@ -379,37 +354,5 @@ impl Acknowledger {
             }
             _ => idle,
         }
-    }
-}
-
-#[derive(Debug)]
-enum Failure {
-    /// The relay is down, busy, or refuses us (not this mail): try again later.
-    Relay(String),
-    /// This mail will never go: dead at once.
-    Permanent(String),
-}
-
-/// Relays quote the recipient in their answers (`550 5.1.1 <x@y>: Recipient address
-/// rejected`); what we log and store must not hold it.
-fn redact(text: &str) -> String {
-    static ADDRESS: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r#"<?[^\s<>\[\]()"',;:]+@[^\s<>\[\]()"',;:]+>?"#).expect("valid regex")
-    });
-    ADDRESS.replace_all(text, "<address>").into_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn relay_answers_lose_the_addresses_they_quote() {
-        assert_eq!(
-            super::redact("550 5.1.1 <an.nguyen@example.com>: Recipient address rejected"),
-            "550 5.1.1 <address>: Recipient address rejected"
-        );
-        assert_eq!(
-            super::redact("mailbox an@example.com unavailable (451 4.3.0)"),
-            "mailbox <address> unavailable (451 4.3.0)"
-        );
     }
 }

@@ -23,6 +23,15 @@ pub struct FacebookConfig {
     /// For the Graph API (replies, health checks): optional until those are configured.
     pub page_access_token_file: Option<PathBuf>,
     pub page_access_token_env: Option<String>,
+    /// Answer each new report in Messenger with its tracking code (needs the page token).
+    #[serde(default)]
+    pub reply: bool,
+    /// The reply; placeholders as in mail acknowledgements (`{code}`, `{title}`, ...).
+    #[serde(default = "default_reply_text")]
+    pub reply_text: String,
+    /// Send API calls per second for this page, at most.
+    #[serde(default = "default_reply_rate")]
+    pub reply_rate_per_second: u32,
     #[serde(default = "default_graph_base")]
     pub graph_api_base: String,
     #[serde(default = "default_graph_version")]
@@ -94,6 +103,27 @@ impl FacebookConfig {
                 "set page_access_token_file or page_access_token_env, not both".into(),
             ));
         }
+        if self.reply && self.page_access_token().is_none() {
+            out.push((
+                "reply",
+                "reply = true needs page_access_token_file (or page_access_token_env)".into(),
+            ));
+        }
+        if let Err(msg) = super::ack::check_template(&self.reply_text) {
+            out.push(("reply_text", msg));
+        }
+        if self.reply_text.chars().count() > 1500 {
+            out.push((
+                "reply_text",
+                "reply_text is limited to 1500 characters (Messenger takes 2000 with the code filled in)".into(),
+            ));
+        }
+        if self.reply_rate_per_second == 0 {
+            out.push((
+                "reply_rate_per_second",
+                "reply_rate_per_second must be at least 1".into(),
+            ));
+        }
         if self.page_id.is_empty() || !self.page_id.chars().all(|c| c.is_ascii_digit()) {
             out.push((
                 "page_id",
@@ -134,6 +164,16 @@ fn is_loopback_url(url: &str) -> bool {
     matches!(host, "127.0.0.1" | "localhost" | "[::1]")
 }
 
+pub const DEFAULT_REPLY: &str = "Trung tâm đã tiếp nhận phản ánh của bạn. Mã theo dõi: {code}.\n\
+Bạn có thể gửi thêm ảnh hoặc thông tin ngay trong cuộc trò chuyện này; nội dung sẽ được bổ sung vào phản ánh.\n\
+Đây là tin nhắn tự động.";
+
+fn default_reply_text() -> String {
+    DEFAULT_REPLY.into()
+}
+fn default_reply_rate() -> u32 {
+    20
+}
 fn default_graph_base() -> String {
     "https://graph.facebook.com".into()
 }

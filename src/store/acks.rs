@@ -45,6 +45,8 @@ pub struct DueAck {
     pub external_id: String,
     pub email: Option<String>,
     pub name: Option<String>,
+    /// The Messenger sender (facebook channels).
+    pub psid: Option<String>,
     pub next_attempt_ms: i64,
 }
 
@@ -59,7 +61,8 @@ pub fn due(
 ) -> Result<Vec<DueAck>, StoreError> {
     let mut stmt = conn.prepare_cached(
         "SELECT a.id, a.state, a.attempts, a.report_id, r.tracking_code, r.title, r.submitted_at,
-                r.received_at, r.external_id, p.email, p.name, a.next_attempt_ms, a.reason
+                r.received_at, r.external_id, p.email, p.name, a.next_attempt_ms, a.reason,
+                p.facebook_psid
          FROM acks a
          JOIN reports r ON r.id = a.report_id
          LEFT JOIN reporters p ON p.id = r.reporter_id
@@ -84,6 +87,7 @@ pub fn due(
             name: r.get(10)?,
             next_attempt_ms: r.get(11)?,
             reason: r.get(12)?,
+            psid: r.get(13)?,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)

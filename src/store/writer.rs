@@ -694,7 +694,7 @@ pub(super) fn store_report(
             conn,
             &id,
             &s.channel,
-            draft.reporter.email.is_some(),
+            draft.reporter.email.is_some() || draft.reporter.facebook_psid.is_some(),
             duplicate_of.is_some(),
             now,
         )?;

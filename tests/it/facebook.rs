@@ -29,7 +29,12 @@ fn env(quiet: &str) -> Env {
 }
 
 fn env_with(quiet: &str, extra: &str) -> Env {
-    let env = Env::new("", "");
+    env_full(quiet, extra, "")
+}
+
+/// `daemon_extra` goes to phananh.toml, `extra` to the channel file.
+fn env_full(quiet: &str, extra: &str, daemon_extra: &str) -> Env {
+    let env = Env::new(daemon_extra, "");
     std::fs::remove_file(env.path("channels/mail.toml")).unwrap();
     // Two lines: the secret being rotated out still signs.
     std::fs::write(env.path("app.secret"), format!("{SECRET}\n{OLD_SECRET}\n")).unwrap();
@@ -395,4 +400,188 @@ fn photos_are_downloaded_and_links_elsewhere_are_refused_and_recorded() {
     );
     // Signed CDN query strings do not reach the log.
     assert!(!env.log().contains("oh=03_AbC"), "{}", env.log());
+}
+
+/// A channel that replies through a stand-in Graph API.
+fn replying(graph: &super::http_stub::Stub) -> Env {
+    let env = env_full(
+        "1s",
+        &format!(
+            "reply = true\npage_access_token_file = \"../page.token\"\ngraph_api_base = \"{}\"\n",
+            graph.url("")
+        ),
+        "[forward]\nbackoff_base = \"100ms\"\nbackoff_max = \"300ms\"\n",
+    );
+    std::fs::write(env.path("page.token"), "EAAB-token-1\n").unwrap();
+    env
+}
+
+const SEND_API: &str = "/v25.0/104200000000001/messages";
+
+fn sent_ok() -> super::http_stub::Answer {
+    super::http_stub::Answer::ok(
+        "application/json",
+        format!(r#"{{"recipient_id":"{PSID}","message_id":"m_reply"}}"#).into_bytes(),
+    )
+}
+
+fn graph_error(status: u16, code: i64, message: &str) -> super::http_stub::Answer {
+    super::http_stub::Answer {
+        status,
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: format!(r#"{{"error":{{"message":"{message}","type":"OAuthException","code":{code},"fbtrace_id":"A1"}}}}"#).into_bytes(),
+    }
+}
+
+fn ack_state(env: &Env) -> Option<String> {
+    if !env.path("state/phananh.db").exists() {
+        return None;
+    }
+    env.db()
+        .query_row("SELECT state FROM acks", [], |r| r.get(0))
+        .ok()
+}
+
+#[test]
+fn the_citizen_gets_one_messenger_reply_with_the_tracking_code() {
+    let graph = super::http_stub::Stub::start();
+    graph.answer(SEND_API, sent_ok());
+    let env = replying(&graph);
+    let _d = started(&env);
+    deliver(&env, "01-text.json");
+    assert!(
+        wait_for(Duration::from_secs(20), || ack_state(&env).as_deref()
+            == Some("sent")),
+        "{:?}\n{}",
+        ack_state(&env),
+        env.log()
+    );
+    let code: String = env
+        .db()
+        .query_row("SELECT tracking_code FROM reports", [], |r| r.get(0))
+        .unwrap();
+    let sends: Vec<_> = graph
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == SEND_API)
+        .collect();
+    assert_eq!(sends.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&sends[0].body).unwrap();
+    assert_eq!(body["recipient"]["id"], PSID);
+    assert_eq!(body["messaging_type"], "RESPONSE");
+    assert!(
+        body["message"]["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Mã theo dõi: {code}")),
+        "{body}"
+    );
+    assert_eq!(
+        body["message"]["metadata"],
+        format!("phananh:{code}").as_str()
+    );
+    // Our reply comes back as an echo: stored, not a report, not answered.
+    let echo = String::from_utf8(fixture("05-echo.json"))
+        .unwrap()
+        .replace("PA-7K3M-Q2XD", &code);
+    assert_eq!(
+        post(&env, echo.as_bytes(), Some(&sign(SECRET, echo.as_bytes()))),
+        200
+    );
+    // A later message adds to the report and is not answered again.
+    deliver(&env, "06-late-photo.json");
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 2),
+        "{}",
+        env.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        graph
+            .requests()
+            .iter()
+            .filter(|r| r.path == SEND_API)
+            .count(),
+        1
+    );
+    assert_eq!(count(&env, "SELECT count(*) FROM acks"), 1);
+    assert!(
+        !env.log().contains(PSID) && !env.log().contains("EAAB"),
+        "{}",
+        env.log()
+    );
+}
+
+#[test]
+fn a_refused_token_waits_for_a_new_one_and_a_rate_limit_pauses() {
+    let graph = super::http_stub::Stub::start();
+    graph.answer(
+        SEND_API,
+        graph_error(
+            400,
+            190,
+            "Error validating access token: Session has expired",
+        ),
+    );
+    let env = replying(&graph);
+    let _d = started(&env);
+    deliver(&env, "01-text.json");
+    assert!(
+        wait_for(Duration::from_secs(20), || http_get(env.port, "/readyz")
+            .is_some_and(
+                |r| r.starts_with("HTTP/1.1 503") && r.contains("fb:ack")
+            )),
+        "{}",
+        env.log()
+    );
+    assert!(
+        env.log().contains("page access token was refused"),
+        "{}",
+        env.log()
+    );
+    // Intake goes on while replies wait.
+    deliver(&env, "04-batch.json");
+    // The operator's tooling writes a fresh token; Meta now rate-limits once, then accepts.
+    std::fs::write(env.path("page.token"), "EAAB-token-2\n").unwrap();
+    graph.answer(
+        SEND_API,
+        graph_error(400, 613, "Calls to this api have exceeded the rate limit."),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .log()
+            .contains("exceeded the rate limit")
+            || count(
+                &env,
+                "SELECT count(*) FROM acks WHERE last_error LIKE '%code 613%'"
+            ) > 0),
+        "{}",
+        env.log()
+    );
+    graph.answer(SEND_API, sent_ok());
+    assert!(
+        wait_for(Duration::from_secs(30), || count(
+            &env,
+            "SELECT count(*) FROM acks WHERE state = 'sent'"
+        ) == 2),
+        "{}",
+        env.log()
+    );
+    let (attempts, state): (i64, String) = env
+        .db()
+        .query_row("SELECT max(attempts), min(state) FROM acks", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(
+        (attempts, state.as_str()),
+        (1, "sent"),
+        "waiting is not an attempt"
+    );
+    assert!(
+        wait_for(Duration::from_secs(10), || http_get(env.port, "/readyz")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200"))),
+        "{}",
+        env.log()
+    );
 }

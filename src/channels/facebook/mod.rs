@@ -52,7 +52,16 @@ pub async fn run(
                 break;
             }
             let (psid, fragments) = conversations::fragments(&reader, conversation)?;
-            close(name, &fetcher, &intake, conversation, &psid, fragments).await?;
+            close(
+                name,
+                &fetcher,
+                &intake,
+                cfg.reply,
+                conversation,
+                &psid,
+                fragments,
+            )
+            .await?;
         }
         let next = conversations::next_due_ms(&reader, name, quiet, max)?;
         let wait = next
@@ -72,6 +81,7 @@ async fn close(
     name: &str,
     fetcher: &crate::fetch::Fetcher,
     intake: &Intake,
+    reply: bool,
     conversation: i64,
     psid: &str,
     fragments: Vec<Fragment>,
@@ -101,7 +111,7 @@ async fn close(
                 fragments: fragments.len(),
                 draft: Box::new(draft),
             },
-            acknowledge: false,
+            acknowledge: reply,
         })
         .await?;
     match &receipt.outcome {

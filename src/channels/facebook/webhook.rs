@@ -52,8 +52,7 @@ impl Endpoint {
             max_body: cfg.max_body_size as usize,
             rules: ParseRules {
                 email: intake.email_defaults(),
-                // Messenger replies go through the Send API, not the mail acknowledgements.
-                acknowledge: false,
+                acknowledge: cfg.reply,
                 facebook: Some(super::Rules {
                     page_id: cfg.page_id.clone(),
                     update_window: cfg.update_window,
