@@ -211,6 +211,7 @@ async fn reload(
             r.cancel.cancel();
             intake.health().remove(&name);
             intake.health().remove(&format!("{name}:ack"));
+            intake.health().remove(&format!("{name}:graph"));
             if new.channels.contains_key(&name) {
                 changed += 1;
             } else {

@@ -402,8 +402,27 @@ fn photos_are_downloaded_and_links_elsewhere_are_refused_and_recorded() {
     assert!(!env.log().contains("oh=03_AbC"), "{}", env.log());
 }
 
+/// A stand-in Graph API that knows the page and has the app subscribed.
+fn healthy(graph: &super::http_stub::Stub) {
+    graph.answer(
+        "GET /v25.0/me",
+        super::http_stub::Answer::ok(
+            "application/json",
+            br#"{"id":"104200000000001","name":"Trang"}"#.to_vec(),
+        ),
+    );
+    graph.answer(
+        "GET /v25.0/104200000000001/subscribed_apps",
+        super::http_stub::Answer::ok(
+            "application/json",
+            br#"{"data":[{"id":"1","name":"phananh","subscribed_fields":["messages","message_echoes"]}]}"#.to_vec(),
+        ),
+    );
+}
+
 /// A channel that replies through a stand-in Graph API.
 fn replying(graph: &super::http_stub::Stub) -> Env {
+    healthy(graph);
     let env = env_full(
         "1s",
         &format!(
@@ -584,4 +603,68 @@ fn a_refused_token_waits_for_a_new_one_and_a_rate_limit_pauses() {
         "{}",
         env.log()
     );
+}
+
+#[test]
+fn a_lost_subscription_is_restored_and_a_refused_token_is_shown() {
+    let graph = super::http_stub::Stub::start();
+    let env = replying(&graph);
+    // Meta dropped the app after failed webhooks.
+    graph.answer(
+        "GET /v25.0/104200000000001/subscribed_apps",
+        super::http_stub::Answer::ok("application/json", br#"{"data":[]}"#.to_vec()),
+    );
+    graph.answer(
+        "POST /v25.0/104200000000001/subscribed_apps",
+        super::http_stub::Answer::ok("application/json", br#"{"success":true}"#.to_vec()),
+    );
+    let d = started(&env);
+    assert!(
+        wait_for(Duration::from_secs(20), || env
+            .log()
+            .contains("subscribed it again")),
+        "{}\n{:?}\n{:?}",
+        env.log(),
+        http_get(env.port, "/readyz"),
+        graph.requests()
+    );
+    assert_eq!(readyz_state(&env, "fb:graph").as_deref(), Some("running"));
+    assert!(
+        graph
+            .requests()
+            .iter()
+            .any(|r| r.method == "POST" && r.path.ends_with("/subscribed_apps")),
+        "it subscribed again"
+    );
+    drop(d);
+
+    // An expired token: the channel says so at once, and intake still works.
+    graph.answer(
+        "GET /v25.0/me",
+        graph_error(
+            400,
+            190,
+            "Error validating access token: Session has expired",
+        ),
+    );
+    let _d = started(&env);
+    assert!(
+        wait_for(Duration::from_secs(20), || http_get(env.port, "/readyz")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 503"))
+            && readyz_state(&env, "fb:graph").as_deref()
+                == Some("needs_operator")),
+        "{:?}\n{}",
+        http_get(env.port, "/readyz"),
+        env.log()
+    );
+    deliver(&env, "01-text.json");
+    assert_eq!(count(&env, "SELECT count(*) FROM inbox"), 1);
+}
+
+/// A channel's (or `CHANNEL:ack`, `CHANNEL:graph`) state in `/readyz`.
+fn readyz_state(env: &Env, key: &str) -> Option<String> {
+    let r = http_get(env.port, "/readyz")?;
+    let body = r.split("\r\n\r\n").nth(1)?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v["channels"][key]["state"].as_str().map(str::to_string)
 }

@@ -68,7 +68,8 @@ impl Stub {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    /// Answers requests for `path` (without the query string) with `answer`.
+    /// Answers requests for `path` (without the query string) with `answer`; `path` may start
+    /// with a method (`"POST /x"`) to answer only that method.
     pub fn answer(&self, path: &str, answer: Answer) {
         self.answers
             .lock()
@@ -109,21 +110,21 @@ fn serve(
     let mut body = vec![0; length];
     let _ = reader.read_exact(&mut body);
     let path = target.split('?').next().unwrap_or_default().to_string();
+    let key = format!("{method} {path}");
     requests.lock().unwrap().push(Request {
         method,
         path: path.clone(),
         body,
     });
-    let answer = answers
-        .lock()
-        .unwrap()
-        .get(&path)
-        .cloned()
-        .unwrap_or(Answer {
-            status: 404,
-            headers: vec![],
-            body: b"not found".to_vec(),
-        });
+    let found = {
+        let a = answers.lock().unwrap();
+        a.get(&key).or_else(|| a.get(&path)).cloned()
+    };
+    let answer = found.unwrap_or(Answer {
+        status: 404,
+        headers: vec![],
+        body: b"not found".to_vec(),
+    });
     let mut out = stream;
     let mut head = format!(
         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",

@@ -5,6 +5,7 @@
 
 mod assemble;
 mod event;
+mod graph;
 mod media;
 mod webhook;
 
@@ -35,6 +36,14 @@ pub async fn run(
             .health()
             .set(name, crate::health::State::Running, None);
     }
+    // The page token and the subscription, checked beside intake (which never waits on them).
+    let checks = tokio::spawn(graph::watch(
+        name.to_string(),
+        cfg.clone(),
+        intake.health().clone(),
+        cancel.child_token(),
+    ));
+    let _stop_checks = AbortOnDrop(checks);
     let reader = intake.store().reader()?;
     let fetcher = crate::fetch::Fetcher::new(
         &cfg.media_hosts,
@@ -127,6 +136,15 @@ async fn close(
         _ => {}
     }
     Ok(())
+}
+
+/// Stops the page checks when the channel task ends, whichever way it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// The part of the channel's settings intake needs to read its events.

@@ -1,0 +1,164 @@
+//! Health of the page's link to Meta, checked at start and every `CHECK_EVERY`: is the page
+//! token accepted (`/me`), and is our app still subscribed to the page's messages
+//! (`/{page}/subscribed_apps`)? Meta unsubscribes an app whose webhook failed for an hour; we
+//! subscribe it again and say so. Shown in `/readyz` as `CHANNEL:graph`; nothing personal in it.
+
+use crate::config::FacebookConfig;
+use crate::health::{Health, State};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const CHECK_EVERY: Duration = Duration::from_secs(600);
+/// The webhook fields phananh reads.
+pub const FIELDS: &str = "messages,message_echoes,message_edits";
+
+pub async fn watch(name: String, cfg: FacebookConfig, health: Health, cancel: CancellationToken) {
+    let Some(token) = cfg.page_access_token() else {
+        return;
+    };
+    let key = format!("{name}:graph");
+    let client = match reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::fetch::tls_config())
+        .timeout(Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            health.set(
+                &key,
+                State::NeedsOperator,
+                Some(format!("cannot set up HTTPS: {e}")),
+            );
+            return;
+        }
+    };
+    loop {
+        let verdict = match token.resolve() {
+            Ok(t) => check(&client, &cfg, &t).await,
+            Err(e) => Verdict::Operator(e),
+        };
+        if cancel.is_cancelled() {
+            return;
+        }
+        match verdict {
+            Verdict::Ok => health.set(&key, State::Running, None),
+            Verdict::Resubscribed => {
+                tracing::warn!(channel = %name, "The app was no longer subscribed to the page's messages (Meta drops it after an hour of failed webhooks); subscribed it again.");
+                health.set(&key, State::Running, None);
+            }
+            Verdict::Operator(e) => {
+                tracing::error!(channel = %name, error = %e, "Facebook page check failed; the operator must act.");
+                health.set(&key, State::NeedsOperator, Some(e));
+            }
+            Verdict::Later(e) => {
+                tracing::warn!(channel = %name, error = %e, "Facebook page check could not run; trying again later.");
+                health.set(&key, State::Reconnecting, Some(e));
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(CHECK_EVERY) => {}
+        }
+    }
+}
+
+enum Verdict {
+    Ok,
+    Resubscribed,
+    /// A refused token or permission: retrying will not help.
+    Operator(String),
+    /// Meta unreachable or failing: the next check may pass.
+    Later(String),
+}
+
+async fn check(client: &reqwest::Client, cfg: &FacebookConfig, token: &str) -> Verdict {
+    let base = format!(
+        "{}/{}",
+        cfg.graph_api_base.trim_end_matches('/'),
+        cfg.graph_api_version
+    );
+    let me = match call(
+        client
+            .get(format!("{base}/me?fields=id"))
+            .bearer_auth(token),
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(v) => return v,
+    };
+    if me["id"].as_str() != Some(cfg.page_id.as_str()) {
+        return Verdict::Operator(
+            "the page access token belongs to another page (or is a user token)".into(),
+        );
+    }
+    let subs = match call(
+        client
+            .get(format!("{base}/{}/subscribed_apps", cfg.page_id))
+            .bearer_auth(token),
+    )
+    .await
+    {
+        Ok(v) => v,
+        Err(v) => return v,
+    };
+    let subscribed = subs["data"].as_array().into_iter().flatten().any(|app| {
+        app["subscribed_fields"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|f| f.as_str() == Some("messages"))
+    });
+    if subscribed {
+        return Verdict::Ok;
+    }
+    match call(
+        client
+            .post(format!(
+                "{base}/{}/subscribed_apps?subscribed_fields={FIELDS}",
+                cfg.page_id
+            ))
+            .bearer_auth(token),
+    )
+    .await
+    {
+        Ok(v) if v["success"].as_bool() == Some(true) => Verdict::Resubscribed,
+        Ok(_) => Verdict::Operator(
+            "the app is not subscribed to the page's messages and could not subscribe itself"
+                .into(),
+        ),
+        Err(v) => v,
+    }
+}
+
+async fn call(req: reqwest::RequestBuilder) -> Result<serde_json::Value, Verdict> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| Verdict::Later(format!("Graph API unreachable ({})", kind(&e))))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp.json().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let code = body["error"]["code"].as_i64().unwrap_or(0);
+    let said = format!(
+        "HTTP {}, code {code}: {}",
+        status.as_u16(),
+        body["error"]["message"].as_str().unwrap_or("no message")
+    );
+    Err(match code {
+        190 | 102 | 463 | 467 | 10 | 200 | 230 => Verdict::Operator(said),
+        _ => Verdict::Later(said),
+    })
+}
+
+fn kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "request failed"
+    }
+}
