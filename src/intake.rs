@@ -216,7 +216,7 @@ impl Intake {
         let media = self.media.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Outcome, std::io::Error> {
             if kind == ChannelKind::Facebook {
-                return Ok(facebook_outcome(&raw));
+                return Ok(facebook_outcome(&raw, &rules));
             }
             let parsed = email::parse(&raw, &rules.email, tz, &default_category);
             Ok(match parsed {
@@ -258,7 +258,7 @@ fn update_window_ms(rules: &ParseRules) -> i64 {
 }
 
 /// A stored webhook event read into what the writer does with it.
-fn facebook_outcome(raw: &[u8]) -> Outcome {
+fn facebook_outcome(raw: &[u8], rules: &ParseRules) -> Outcome {
     use crate::channels::facebook::{self, Parsed};
     let external_id =
         facebook::external_id(raw).unwrap_or_else(|| format!("sha256:{}", sha256_hex(raw)));
@@ -279,13 +279,69 @@ fn facebook_outcome(raw: &[u8]) -> Outcome {
             external_id,
             bounce: None,
         },
-        // Feed posts and comments are kept, not yet made into reports (see README).
-        Ok(Parsed::Feed(_)) => Outcome::Automated {
-            rule: "feed".into(),
-            external_id,
-            bounce: None,
-        },
+        Ok(Parsed::Feed(item)) => feed_outcome(item, external_id, rules),
         Err(reason) => Outcome::Reject(reason),
+    }
+}
+
+/// A page feed change: a visitor's post (or comment, when asked) is gathered like a message from
+/// its author; the page's own posts, reactions, removals and what the channel does not take are
+/// kept with their rule.
+fn feed_outcome(
+    item: crate::channels::facebook::FeedItem,
+    external_id: String,
+    rules: &ParseRules,
+) -> Outcome {
+    use crate::channels::facebook::{Attachment, Fragment};
+    use crate::config::FeedMode;
+    let other = |rule: &str| Outcome::Automated {
+        rule: rule.to_string(),
+        external_id: external_id.clone(),
+        bounce: None,
+    };
+    let Some(fb) = &rules.facebook else {
+        return other("feed");
+    };
+    let comment = item.item == "comment";
+    let taken = match fb.feed {
+        FeedMode::Off => false,
+        FeedMode::Posts => !comment,
+        FeedMode::PostsAndComments => true,
+    };
+    let Some(author) = item.from_id.clone().filter(|_| taken) else {
+        return other("feed");
+    };
+    if author == fb.page_id {
+        return other("own_post");
+    }
+    let mid = format!("feed:{}", item.object_id);
+    match item.verb.as_str() {
+        "add" => Outcome::Fragment {
+            external_id,
+            psid: author,
+            fragment: Fragment {
+                mid,
+                timestamp_ms: item.created_time * 1000,
+                text: item.message,
+                attachments: item
+                    .photos
+                    .into_iter()
+                    .map(|url| Attachment {
+                        kind: "image".into(),
+                        url: Some(url),
+                        title: None,
+                    })
+                    .collect(),
+                location: None,
+            },
+        },
+        "edited" | "edit" => Outcome::Edit {
+            external_id,
+            psid: author,
+            mid,
+            text: item.message.unwrap_or_default(),
+        },
+        _ => other("feed_removed"),
     }
 }
 

@@ -7,6 +7,18 @@ use serde::Deserialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Which page feed changes become reports.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum FeedMode {
+    #[default]
+    #[serde(rename = "off")]
+    Off,
+    #[serde(rename = "posts")]
+    Posts,
+    #[serde(rename = "posts+comments")]
+    PostsAndComments,
+}
+
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FacebookConfig {
@@ -23,6 +35,10 @@ pub struct FacebookConfig {
     /// For the Graph API (replies, health checks): optional until those are configured.
     pub page_access_token_file: Option<PathBuf>,
     pub page_access_token_env: Option<String>,
+    /// Visitors' posts (and comments) on the page as reports too; the app must be subscribed to
+    /// the page's `feed`.
+    #[serde(default)]
+    pub feed: FeedMode,
     /// Answer each new report in Messenger with its tracking code (needs the page token).
     #[serde(default)]
     pub reply: bool,

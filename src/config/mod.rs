@@ -22,7 +22,7 @@ pub use daemon::{
     SinkConfig, SinkKind, StoreConfig,
 };
 pub use error::{ConfigError, ConfigErrors};
-pub use facebook::FacebookConfig;
+pub use facebook::{FacebookConfig, FeedMode};
 
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashSet};

@@ -244,6 +244,8 @@ pub struct Attachment {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct FeedItem {
+    /// The comment's id, else the post's: what later edits name.
+    pub object_id: String,
     pub item: String,
     pub verb: String,
     pub from_id: Option<String>,
@@ -391,6 +393,7 @@ fn feed(v: &serde_json::Value) -> Option<Parsed> {
         photos.extend(s("link"));
     }
     Some(Parsed::Feed(FeedItem {
+        object_id: s("comment_id").or_else(|| s("post_id")).unwrap_or_default(),
         item: s("item").unwrap_or_default(),
         verb: s("verb").unwrap_or_default(),
         from_id: value.pointer("/from/id").map(|x| {

@@ -120,7 +120,11 @@ async fn close(
                 fragments: fragments.len(),
                 draft: Box::new(draft),
             },
-            acknowledge: reply,
+            // Messenger can answer a Messenger sender only; feed authors are not in a thread.
+            acknowledge: reply
+                && !fragments
+                    .first()
+                    .is_some_and(|f| f.mid.starts_with("feed:")),
         })
         .await?;
     match &receipt.outcome {
@@ -152,4 +156,5 @@ impl Drop for AbortOnDrop {
 pub struct Rules {
     pub page_id: String,
     pub update_window: Duration,
+    pub feed: crate::config::FeedMode,
 }

@@ -56,6 +56,7 @@ impl Endpoint {
                 facebook: Some(super::Rules {
                     page_id: cfg.page_id.clone(),
                     update_window: cfg.update_window,
+                    feed: cfg.feed,
                 }),
             },
             intake,
