@@ -39,6 +39,10 @@ pub struct FacebookConfig {
     /// the page's `feed`.
     #[serde(default)]
     pub feed: FeedMode,
+    /// Ask the Graph API for each Messenger sender's name (needs the page token and Meta's
+    /// "Business Asset User Profile Access"); otherwise the sender is known by PSID only.
+    #[serde(default)]
+    pub fetch_names: bool,
     /// Answer each new report in Messenger with its tracking code (needs the page token).
     #[serde(default)]
     pub reply: bool,
@@ -117,6 +121,12 @@ impl FacebookConfig {
             out.push((
                 "page_access_token_file",
                 "set page_access_token_file or page_access_token_env, not both".into(),
+            ));
+        }
+        if self.fetch_names && self.page_access_token().is_none() {
+            out.push((
+                "fetch_names",
+                "fetch_names = true needs page_access_token_file (or page_access_token_env)".into(),
             ));
         }
         if self.reply && self.page_access_token().is_none() {

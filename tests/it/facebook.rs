@@ -408,8 +408,15 @@ fn photos_are_downloaded_and_links_elsewhere_are_refused_and_recorded() {
     assert!(!env.log().contains("oh=03_AbC"), "{}", env.log());
 }
 
-/// A stand-in Graph API that knows the page and has the app subscribed.
+/// A stand-in Graph API that knows the page and the sender, and has the app subscribed.
 fn healthy(graph: &super::http_stub::Stub) {
+    graph.answer(
+        &format!("GET /v25.0/{PSID}"),
+        super::http_stub::Answer::ok(
+            "application/json",
+            format!(r#"{{"name":"Nguy\u1ec5n Th\u1ecb Lan","id":"{PSID}"}}"#).into_bytes(),
+        ),
+    );
     graph.answer(
         "GET /v25.0/me",
         super::http_stub::Answer::ok(
@@ -432,7 +439,7 @@ fn replying(graph: &super::http_stub::Stub) -> Env {
     let env = env_full(
         "1s",
         &format!(
-            "reply = true\npage_access_token_file = \"../page.token\"\ngraph_api_base = \"{}\"\n",
+            "reply = true\nfetch_names = true\npage_access_token_file = \"../page.token\"\ngraph_api_base = \"{}\"\n",
             graph.url("")
         ),
         "[forward]\nbackoff_base = \"100ms\"\nbackoff_max = \"300ms\"\n",
@@ -505,6 +512,9 @@ fn the_citizen_gets_one_messenger_reply_with_the_tracking_code() {
         body["message"]["metadata"],
         format!("phananh:{code}").as_str()
     );
+    // fetch_names: the sender's name, asked of the Graph API, is in the record (not in logs).
+    let created = &env.spool_events()[0];
+    assert_eq!(created["reporter"]["name"], "Nguyễn Thị Lan");
     // Our reply comes back as an echo: stored, not a report, not answered.
     let echo = String::from_utf8(fixture("05-echo.json"))
         .unwrap()
@@ -531,7 +541,7 @@ fn the_citizen_gets_one_messenger_reply_with_the_tracking_code() {
     );
     assert_eq!(count(&env, "SELECT count(*) FROM acks"), 1);
     assert!(
-        !env.log().contains(PSID) && !env.log().contains("EAAB"),
+        !env.log().contains(PSID) && !env.log().contains("EAAB") && !env.log().contains("Lan"),
         "{}",
         env.log()
     );

@@ -131,6 +131,41 @@ async fn check(client: &reqwest::Client, cfg: &FacebookConfig, token: &str) -> V
     }
 }
 
+/// A Graph API client for the page (rustls on ring, our roots).
+pub fn client() -> Option<reqwest::Client> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(crate::fetch::tls_config())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .ok()
+}
+
+/// The sender's display name, when the page may read it; None otherwise (never an error: the
+/// report goes ahead with the PSID).
+pub async fn sender_name(
+    client: &reqwest::Client,
+    cfg: &FacebookConfig,
+    psid: &str,
+) -> Option<String> {
+    let token = cfg.page_access_token()?.resolve().ok()?;
+    let url = format!(
+        "{}/{}/{psid}?fields=name",
+        cfg.graph_api_base.trim_end_matches('/'),
+        cfg.graph_api_version
+    );
+    match call(client.get(url).bearer_auth(token)).await {
+        Ok(v) => v["name"]
+            .as_str()
+            .map(crate::pipeline::text::clean_text)
+            .filter(|n| !n.is_empty()),
+        Err(Verdict::Operator(e) | Verdict::Later(e)) => {
+            tracing::debug!(error = %e, "Sender name not available.");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 async fn call(req: reqwest::RequestBuilder) -> Result<serde_json::Value, Verdict> {
     let resp = req
         .send()

@@ -45,6 +45,7 @@ pub async fn run(
     ));
     let _stop_checks = AbortOnDrop(checks);
     let reader = intake.store().reader()?;
+    let graph_client = graph::client();
     let fetcher = crate::fetch::Fetcher::new(
         &cfg.media_hosts,
         cfg.max_media_size,
@@ -61,16 +62,19 @@ pub async fn run(
                 break;
             }
             let (psid, fragments) = conversations::fragments(&reader, conversation)?;
-            close(
-                name,
-                &fetcher,
-                &intake,
-                cfg.reply,
+            let sender = match (&graph_client, cfg.fetch_names) {
+                (Some(c), true) if !fragments.iter().any(|f| f.mid.starts_with("feed:")) => {
+                    graph::sender_name(c, cfg, &psid).await
+                }
+                _ => None,
+            };
+            let closing = Closing {
                 conversation,
-                &psid,
+                psid,
+                sender,
                 fragments,
-            )
-            .await?;
+            };
+            close(name, &fetcher, &intake, cfg.reply, closing).await?;
         }
         let next = conversations::next_due_ms(&reader, name, quiet, max)?;
         let wait = next
@@ -85,25 +89,39 @@ pub async fn run(
     }
 }
 
+/// A conversation due to close: what the assembler read of it.
+struct Closing {
+    conversation: i64,
+    psid: String,
+    /// From the Graph API, with `fetch_names`.
+    sender: Option<String>,
+    fragments: Vec<Fragment>,
+}
+
 /// Makes the conversation's report (or update) and commits it with the conversation's close.
 async fn close(
     name: &str,
     fetcher: &crate::fetch::Fetcher,
     intake: &Intake,
     reply: bool,
-    conversation: i64,
-    psid: &str,
-    fragments: Vec<Fragment>,
+    closing: Closing,
 ) -> anyhow::Result<()> {
-    let (media, omitted) = media::collect(fetcher, intake.media(), name, &fragments).await?;
-    let draft = draft_from(
+    let Closing {
+        conversation,
         psid,
+        sender,
+        fragments,
+    } = closing;
+    let (media, omitted) = media::collect(fetcher, intake.media(), name, &fragments).await?;
+    let mut draft = draft_from(
+        &psid,
         &fragments,
         media,
         omitted,
         intake.tz(),
         intake.default_category(),
     );
+    draft.reporter.name = sender;
     let receipt = intake
         .store()
         .submit(Submission {
