@@ -733,3 +733,70 @@ fn visitors_posts_become_reports_and_comments_only_when_asked() {
             .starts_with("Cây xanh đổ")
     }));
 }
+
+/// One citizen's message, unique by `n`.
+fn message_body(n: usize) -> Vec<u8> {
+    format!(
+        r#"{{"object":"page","entry":[{{"id":"104200000000001","time":1788412203511,"messaging":[{{"sender":{{"id":"73100000{n:08}"}},"recipient":{{"id":"104200000000001"}},"timestamp":1788412202977,"message":{{"mid":"m_crash_{n}","text":"\u0110\u00e8n \u0111\u01b0\u1eddng s\u1ed1 {n} b\u1ecb h\u1ecfng"}}}}]}}]}}"#
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_kill_mid_delivery_then_metas_retries_store_every_message_once() {
+    const N: usize = 60;
+    let env = env("1s");
+    let d = started(&env);
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let posters: Vec<_> = (0..N)
+        .map(|n| {
+            let body = message_body(n);
+            let sig = sign(SECRET, &body);
+            let port = env.port;
+            let answered = answered.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis((n as u64 % 12) * 5));
+                let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+                    return;
+                };
+                let _ = write!(
+                    s,
+                    "POST /webhooks/facebook/fb HTTP/1.1\r\nHost: x\r\nX-Hub-Signature-256: {sig}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(&body);
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.starts_with("HTTP/1.1 200") {
+                    answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(25));
+    signal(&d, libc::SIGKILL);
+    for p in posters {
+        p.join().unwrap();
+    }
+    drop(d);
+    let acked = answered.load(std::sync::atomic::Ordering::SeqCst);
+    // Whatever was answered 200 must be stored.
+    assert!(count(&env, "SELECT count(*) FROM inbox") as usize >= acked);
+    // Meta sends again everything (it cannot tell which answers were lost).
+    let _d = started(&env);
+    for n in 0..N {
+        let body = message_body(n);
+        assert_eq!(post(&env, &body, Some(&sign(SECRET, &body))), 200);
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == N),
+        "{} of {N}\n{}",
+        env.spool_events().len(),
+        env.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(env.spool_events().len(), N);
+    assert_eq!(count(&env, "SELECT count(*) FROM inbox") as usize, N);
+    assert_eq!(count(&env, "SELECT count(*) FROM reports") as usize, N);
+    eprintln!("answered 200 before the kill: {acked} of {N}");
+}
