@@ -178,6 +178,9 @@ impl Fetcher {
             )));
         }
         let port = url.port_or_known_default().unwrap_or(443);
+        if port != 443 && !listed_literal {
+            return Err(FetchError::NotAllowed(format!("port {port} (443 only)")));
+        }
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|e| FetchError::Unavailable(format!("cannot resolve {host}: {e}")))?
@@ -208,23 +211,38 @@ pub fn tls_config() -> rustls::ClientConfig {
 fn private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
+            let o = v4.octets();
             v4.is_private()
                 || v4.is_loopback()
                 || v4.is_link_local()
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_multicast()
-                || v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64
+                || o[0] == 0
+                || o[0] >= 240
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
         }
         IpAddr::V6(v6) => {
+            let seg = v6.segments();
+            let v4 = |hi: u16, lo: u16| std::net::Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+            // An IPv4 address inside (mapped, compatible, NAT64, 6to4) is judged as IPv4.
+            let low32 = seg[..6] == [0, 0, 0, 0, 0, 0xffff]
+                || seg[..6] == [0; 6]
+                || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0];
+            let embedded = if low32 {
+                Some(v4(seg[6], seg[7]))
+            } else if seg[0] == 0x2002 {
+                Some(v4(seg[1], seg[2]))
+            } else {
+                None
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00
-                || (v6.segments()[0] & 0xffc0) == 0xfe80
-                || v6
-                    .to_ipv4_mapped()
-                    .is_some_and(|v4| private(IpAddr::V4(v4)))
+                || (seg[0] & 0xfe00) == 0xfc00
+                || (seg[0] & 0xffc0) == 0xfe80
+                || embedded.is_some_and(|v4| private(IpAddr::V4(v4)))
         }
     }
 }
@@ -280,9 +298,14 @@ mod tests {
             "127.0.0.1",
             "169.254.169.254",
             "100.64.0.1",
+            "0.1.2.3",
+            "198.18.0.1",
+            "240.0.0.1",
             "::1",
             "fd00::1",
             "::ffff:10.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
         ] {
             assert!(private(ip.parse().unwrap()), "{ip}");
         }

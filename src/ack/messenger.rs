@@ -188,7 +188,7 @@ pub fn refusal(status: u16, answer: &serde_json::Value) -> Refusal {
 }
 
 /// Meta's messages sometimes name the recipient's id: not for our logs.
-fn strip_ids(text: &str) -> String {
+pub fn strip_ids(text: &str) -> String {
     static LONG_NUMBER: std::sync::LazyLock<regex::Regex> =
         std::sync::LazyLock::new(|| regex::Regex::new(r"\d{9,}").expect("valid regex"));
     LONG_NUMBER.replace_all(text, "<id>").into_owned()

@@ -5,6 +5,8 @@
 //! channels with `reply = true`). At most one per report; every send or suppression is recorded
 //! with its reason.
 
+pub use messenger::strip_ids;
+
 mod mail;
 mod message;
 mod messenger;

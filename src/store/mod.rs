@@ -124,7 +124,7 @@ pub enum SubmissionBody {
     /// gained messages since the draft was made from `fragments` of them.
     Assembled {
         conversation: i64,
-        fragments: usize,
+        read: conversations::Read,
         draft: Box<Draft>,
     },
     /// `phananh quarantine retry`: a quarantined inbox row parsed now.

@@ -158,7 +158,9 @@ pub fn migrations() -> Migrations<'static> {
                 closed_ms  INTEGER,
                 -- Set when the conversation adds to a report made shortly before (an update).
                 update_of  TEXT REFERENCES reports (id),
-                report_id  TEXT REFERENCES reports (id)
+                report_id  TEXT REFERENCES reports (id),
+                -- Bumped by every new or edited message: the assembler closes only what it read.
+                rev        INTEGER NOT NULL DEFAULT 0
             );
             CREATE UNIQUE INDEX fb_conversations_open ON fb_conversations (channel, psid)
                 WHERE state = 'open';

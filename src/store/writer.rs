@@ -331,18 +331,11 @@ fn submit(
         }
         SubmissionBody::Assembled {
             conversation,
-            fragments,
+            ref read,
             ref draft,
         } => {
-            let (inbox_id, outcome) = super::conversations::close(
-                conn,
-                settings,
-                &s,
-                conversation,
-                fragments,
-                draft,
-                now,
-            )?;
+            let (inbox_id, outcome) =
+                super::conversations::close(conn, settings, &s, conversation, read, draft, now)?;
             Ok(Receipt {
                 inbox_id,
                 outcome,

@@ -800,3 +800,41 @@ fn a_kill_mid_delivery_then_metas_retries_store_every_message_once() {
     assert_eq!(count(&env, "SELECT count(*) FROM reports") as usize, N);
     eprintln!("answered 200 before the kill: {acked} of {N}");
 }
+
+#[test]
+fn an_edit_before_its_message_and_a_lone_sticker_make_no_extra_report() {
+    let env = env("1s");
+    let _d = started(&env);
+    // The edit overtakes its message (a retry after a 503, a batch delivered out of order).
+    deliver(&env, "07-edit.json");
+    deliver(&env, "01-text.json");
+    // A thumbs-up on its own, from someone else.
+    let like = String::from_utf8(fixture("02-photo.json"))
+        .unwrap()
+        .replace("7310000000000042", "7310000000000099")
+        .replace(
+            r#"{"type":"image","payload":{"url":"https://scontent.xx.fbcdn.net/v/t1.15752-9/4711_n.jpg?_nc_cat=1&oh=03_AbC&oe=68C1A2B3"}},"#,
+            "",
+        );
+    assert_eq!(
+        post(&env, like.as_bytes(), Some(&sign(SECRET, like.as_bytes()))),
+        200
+    );
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM inbox WHERE automated = 'empty'"),
+        1
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let events = env.spool_events();
+    assert_eq!(events.len(), 1, "{events:#?}");
+    let d = events[0]["description"].as_str().unwrap();
+    assert_eq!(
+        d, "Đường Lê Lợi có ổ gà rất lớn, gần cổng trường Quốc Học",
+        "the edit applies once"
+    );
+}

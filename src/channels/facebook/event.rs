@@ -13,6 +13,8 @@ use serde_json::value::RawValue;
 pub struct Item {
     pub external_id: String,
     pub raw: Vec<u8>,
+    /// Set for an event that is kept but refused (an entry for another page): the reason.
+    pub refused: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -67,8 +69,8 @@ pub struct BadBody(pub String);
 
 /// Splits a signed body into items. Events that are not content (reads, deliveries, reactions)
 /// are skipped; an event we cannot read is still kept (its own item, quarantined at intake), so
-/// one bad event never costs the others. `page_id` is the channel's page: entries for another
-/// page are refused as a whole body.
+/// one bad event never costs the others. `page_id` is the channel's page: an entry for another
+/// page (one app serving two pages) is kept in quarantine, and the rest of the body goes on.
 pub fn split(body: &[u8], page_id: &str) -> Result<Vec<Item>, BadBody> {
     let parsed: Body<'_> = serde_json::from_slice(body)
         .map_err(|e| BadBody(format!("not a webhook body we can read: {e}")))?;
@@ -80,12 +82,8 @@ pub fn split(body: &[u8], page_id: &str) -> Result<Vec<Item>, BadBody> {
     }
     let mut items = Vec::new();
     for entry in &parsed.entry {
-        if entry.id != page_id {
-            return Err(BadBody(format!(
-                "an entry is for page {}, not this channel's page",
-                entry.id
-            )));
-        }
+        let refused = (entry.id != page_id)
+            .then(|| format!("an event for page {}, not this channel's page", entry.id));
         let wrap = |event: &RawValue| -> Vec<u8> {
             format!(
                 "{{\"page_id\":\"{}\",\"entry_time\":{},\"event\":{}}}",
@@ -100,6 +98,7 @@ pub fn split(body: &[u8], page_id: &str) -> Result<Vec<Item>, BadBody> {
                 items.push(Item {
                     external_id: id,
                     raw: wrap(event),
+                    refused: refused.clone(),
                 });
             }
         }
@@ -108,6 +107,7 @@ pub fn split(body: &[u8], page_id: &str) -> Result<Vec<Item>, BadBody> {
                 items.push(Item {
                     external_id: id,
                     raw: wrap(change),
+                    refused: refused.clone(),
                 });
             }
         }
@@ -350,6 +350,10 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, String> {
         }
         let text = text::clean_text(&text_parts.join("\n"));
         let text = (!text.trim().is_empty()).then_some(text);
+        // A sticker or the thumbs-up alone: a reaction, not a report.
+        if text.is_none() && attachments.is_empty() && location.is_none() {
+            return Ok(Parsed::Other { rule: "empty" });
+        }
         return Ok(Parsed::Fragment {
             psid,
             fragment: Fragment {
@@ -464,8 +468,15 @@ mod tests {
     }
 
     #[test]
-    fn a_body_for_another_page_or_not_json_is_refused_whole() {
-        assert!(split(&fixture("01-text.json"), "999").is_err());
+    fn another_pages_events_are_refused_and_broken_bodies_whole() {
+        let items = split(&fixture("01-text.json"), "999").unwrap();
+        assert!(
+            items[0]
+                .refused
+                .as_deref()
+                .unwrap()
+                .contains("104200000000001")
+        );
         assert!(split(b"{\"object\":\"page\",\"entry\":[", "1").is_err());
         assert!(split(b"{\"object\":\"user\",\"entry\":[]}", "1").is_err());
     }

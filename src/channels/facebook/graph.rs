@@ -10,7 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 const CHECK_EVERY: Duration = Duration::from_secs(600);
 /// The webhook fields phananh reads.
-pub const FIELDS: &str = "messages,message_echoes,message_edits";
+fn fields(cfg: &FacebookConfig) -> &'static str {
+    match cfg.feed {
+        crate::config::FeedMode::Off => "messages,message_echoes,message_edits",
+        _ => "messages,message_echoes,message_edits,feed",
+    }
+}
 
 pub async fn watch(name: String, cfg: FacebookConfig, health: Health, cancel: CancellationToken) {
     let Some(token) = cfg.page_access_token() else {
@@ -102,12 +107,16 @@ async fn check(client: &reqwest::Client, cfg: &FacebookConfig, token: &str) -> V
         Ok(v) => v,
         Err(v) => return v,
     };
+    // Every field this channel needs, on one app (Meta does not tell us which app is ours).
+    let needed: Vec<&str> = fields(cfg).split(',').collect();
     let subscribed = subs["data"].as_array().into_iter().flatten().any(|app| {
-        app["subscribed_fields"]
+        let has: Vec<&str> = app["subscribed_fields"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|f| f.as_str() == Some("messages"))
+            .filter_map(|f| f.as_str())
+            .collect();
+        needed.iter().all(|f| has.contains(f))
     });
     if subscribed {
         return Verdict::Ok;
@@ -115,8 +124,9 @@ async fn check(client: &reqwest::Client, cfg: &FacebookConfig, token: &str) -> V
     match call(
         client
             .post(format!(
-                "{base}/{}/subscribed_apps?subscribed_fields={FIELDS}",
-                cfg.page_id
+                "{base}/{}/subscribed_apps?subscribed_fields={}",
+                cfg.page_id,
+                fields(cfg)
             ))
             .bearer_auth(token),
     )
@@ -180,7 +190,7 @@ async fn call(req: reqwest::RequestBuilder) -> Result<serde_json::Value, Verdict
     let said = format!(
         "HTTP {}, code {code}: {}",
         status.as_u16(),
-        body["error"]["message"].as_str().unwrap_or("no message")
+        crate::ack::strip_ids(body["error"]["message"].as_str().unwrap_or("no message"))
     );
     Err(match code {
         190 | 102 | 463 | 467 | 10 | 200 | 230 => Verdict::Operator(said),

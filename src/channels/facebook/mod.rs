@@ -16,12 +16,19 @@ pub use webhook::{Endpoint, Webhooks, routes};
 use crate::config::FacebookConfig;
 use crate::intake::Intake;
 use crate::store::conversations;
-use crate::store::{Submission, SubmissionBody};
-use std::sync::Arc;
-use std::time::Duration;
+use crate::store::{Outcome, StoreError, Submission, SubmissionBody};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Registers the webhook, then closes conversations as they fall due, until cancelled.
+/// Conversations closed at once (each may be downloading photos).
+const CLOSE_CONCURRENCY: usize = 4;
+
+/// Registers the webhook, then closes conversations as they fall due, until cancelled. The
+/// webhook stays registered whatever the assembler meets: a conversation that cannot be closed
+/// now is tried again with backoff, and the others go on.
 pub async fn run(
     name: &str,
     cfg: &FacebookConfig,
@@ -44,43 +51,28 @@ pub async fn run(
         cancel.child_token(),
     ));
     let _stop_checks = AbortOnDrop(checks);
-    let reader = intake.store().reader()?;
-    let graph_client = graph::client();
-    let fetcher = crate::fetch::Fetcher::new(
-        &cfg.media_hosts,
-        cfg.max_media_size,
-        std::time::Duration::from_secs(30),
-    );
-    let quiet = cfg.assemble_quiet.as_millis() as i64;
-    let max = cfg.assemble_max.as_millis() as i64;
+    let assembler = Assembler {
+        name: name.to_string(),
+        cfg: cfg.clone(),
+        intake: intake.clone(),
+        reader: Arc::new(Mutex::new(intake.store().reader()?)),
+        graph: graph::client(),
+        fetcher: crate::fetch::Fetcher::new(
+            &cfg.media_hosts,
+            cfg.max_media_size,
+            Duration::from_secs(30),
+        ),
+        failures: Mutex::new(HashMap::new()),
+    };
     let mut watch = intake.store().outbox_watch();
     loop {
-        let now = chrono::Utc::now().timestamp_millis();
-        let due = conversations::due(&reader, name, now - quiet, now - max)?;
-        for conversation in due {
-            if cancel.is_cancelled() {
-                break;
+        let wait = match assembler.round(&cancel).await {
+            Ok(wait) => wait,
+            Err(e) => {
+                tracing::warn!(channel = %name, error = %e, "Cannot read conversations; trying again shortly.");
+                Duration::from_secs(5)
             }
-            let (psid, fragments) = conversations::fragments(&reader, conversation)?;
-            let sender = match (&graph_client, cfg.fetch_names) {
-                (Some(c), true) if !fragments.iter().any(|f| f.mid.starts_with("feed:")) => {
-                    graph::sender_name(c, cfg, &psid).await
-                }
-                _ => None,
-            };
-            let closing = Closing {
-                conversation,
-                psid,
-                sender,
-                fragments,
-            };
-            close(name, &fetcher, &intake, cfg.reply, closing).await?;
-        }
-        let next = conversations::next_due_ms(&reader, name, quiet, max)?;
-        let wait = next
-            .map(|ms| ms - chrono::Utc::now().timestamp_millis())
-            .map(|ms| Duration::from_millis(ms.clamp(20, 5_000) as u64))
-            .unwrap_or(Duration::from_secs(5));
+        };
         tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
             _ = watch.changed() => {}
@@ -89,75 +81,149 @@ pub async fn run(
     }
 }
 
-/// A conversation due to close: what the assembler read of it.
-struct Closing {
-    conversation: i64,
-    psid: String,
-    /// From the Graph API, with `fetch_names`.
-    sender: Option<String>,
-    fragments: Vec<Fragment>,
+struct Assembler {
+    name: String,
+    cfg: FacebookConfig,
+    intake: Arc<Intake>,
+    reader: Arc<Mutex<rusqlite::Connection>>,
+    graph: Option<reqwest::Client>,
+    fetcher: crate::fetch::Fetcher,
+    /// Conversations that failed to close: how often, and not before when.
+    failures: Mutex<HashMap<i64, (u32, Instant)>>,
 }
 
-/// Makes the conversation's report (or update) and commits it with the conversation's close.
-async fn close(
-    name: &str,
-    fetcher: &crate::fetch::Fetcher,
-    intake: &Intake,
-    reply: bool,
-    closing: Closing,
-) -> anyhow::Result<()> {
-    let Closing {
-        conversation,
-        psid,
-        sender,
-        fragments,
-    } = closing;
-    let (media, omitted) = media::collect(fetcher, intake.media(), name, &fragments).await?;
-    let mut draft = draft_from(
-        &psid,
-        &fragments,
-        media,
-        omitted,
-        intake.tz(),
-        intake.default_category(),
-    );
-    draft.reporter.name = sender;
-    let receipt = intake
-        .store()
-        .submit(Submission {
-            channel: name.to_string(),
-            kind: "facebook".into(),
-            raw: Vec::new(),
-            raw_sha256: String::new(),
-            source_ref: None,
-            received_at: chrono::Utc::now()
-                .with_timezone(&intake.tz())
-                .fixed_offset(),
-            body: SubmissionBody::Assembled {
-                conversation,
-                fragments: fragments.len(),
-                draft: Box::new(draft),
-            },
-            // Messenger can answer a Messenger sender only; feed authors are not in a thread.
-            acknowledge: reply
-                && !fragments
-                    .first()
-                    .is_some_and(|f| f.mid.starts_with("feed:")),
-        })
-        .await?;
-    match &receipt.outcome {
-        crate::store::Outcome::Created { report } => {
-            tracing::info!(channel = %name, tracking_code = %report.tracking_code, messages = fragments.len(), "Conversation closed into a report.")
-        }
-        crate::store::Outcome::FollowUp { report } => {
-            tracing::info!(channel = %name, tracking_code = %report.tracking_code, messages = fragments.len(), "Conversation added to its report.")
-        }
-        crate::store::Outcome::Duplicate { report, of } => {
-            tracing::info!(channel = %name, tracking_code = %report.tracking_code, duplicate_of = %of.tracking_code, "Conversation closed into a duplicate report.")
-        }
-        _ => {}
+impl Assembler {
+    /// Closes what is due; returns how long to wait for the next.
+    async fn round(&self, cancel: &CancellationToken) -> Result<Duration, StoreError> {
+        let quiet = self.cfg.assemble_quiet.as_millis() as i64;
+        let max = self.cfg.assemble_max.as_millis() as i64;
+        let now = chrono::Utc::now().timestamp_millis();
+        let name = self.name.clone();
+        let due = self
+            .read(move |c| conversations::due(c, &name, now - quiet, now - max))
+            .await?;
+        let due: Vec<i64> = {
+            let f = self.failures.lock().expect("failures lock");
+            let t = Instant::now();
+            due.into_iter()
+                .filter(|c| f.get(c).is_none_or(|(_, next)| *next <= t))
+                .collect()
+        };
+        futures::stream::iter(due)
+            .for_each_concurrent(CLOSE_CONCURRENCY, |conversation| async move {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                match self.close(conversation, now - max).await {
+                    Ok(()) => {
+                        self.failures
+                            .lock()
+                            .expect("failures lock")
+                            .remove(&conversation);
+                    }
+                    Err(e) => {
+                        let mut f = self.failures.lock().expect("failures lock");
+                        let n = f.get(&conversation).map_or(1, |(n, _)| n + 1);
+                        let d = crate::backoff::delay(
+                            n,
+                            Duration::from_secs(1),
+                            Duration::from_secs(300),
+                        );
+                        tracing::warn!(channel = %self.name, conversation, error = format!("{e:#}"), retry_in = ?d, "Cannot close a conversation yet; the others go on.");
+                        f.insert(conversation, (n, Instant::now() + d));
+                    }
+                }
+            })
+            .await;
+        let name = self.name.clone();
+        let next = self
+            .read(move |c| conversations::next_due_ms(c, &name, quiet, max))
+            .await?;
+        Ok(next
+            .map(|ms| ms - chrono::Utc::now().timestamp_millis())
+            .map(|ms| Duration::from_millis(ms.clamp(20, 5_000) as u64))
+            .unwrap_or(Duration::from_secs(5)))
     }
-    Ok(())
+
+    /// Makes the conversation's report (or update) and commits it with the conversation's close.
+    async fn close(&self, conversation: i64, max_before_ms: i64) -> anyhow::Result<()> {
+        let conversations::Snapshot {
+            psid,
+            rev,
+            opened_ms,
+            fragments,
+        } = self
+            .read(move |c| conversations::fragments(c, conversation))
+            .await?;
+        let read = conversations::Read {
+            rev,
+            fragment_ids: fragments.iter().map(|(id, _)| *id).collect(),
+            overdue: opened_ms <= max_before_ms,
+        };
+        let fragments: Vec<Fragment> = fragments.into_iter().map(|(_, f)| f).collect();
+        let feed = fragments.iter().any(|f| f.mid.starts_with("feed:"));
+        let sender = match (&self.graph, self.cfg.fetch_names && !feed) {
+            (Some(c), true) => graph::sender_name(c, &self.cfg, &psid).await,
+            _ => None,
+        };
+        let (media, omitted) =
+            media::collect(&self.fetcher, self.intake.media(), &self.name, &fragments).await?;
+        let mut draft = draft_from(
+            &psid,
+            &fragments,
+            media,
+            omitted,
+            self.intake.tz(),
+            self.intake.default_category(),
+        );
+        draft.reporter.name = sender;
+        let receipt = self
+            .intake
+            .store()
+            .submit(Submission {
+                channel: self.name.clone(),
+                kind: "facebook".into(),
+                raw: Vec::new(),
+                raw_sha256: String::new(),
+                source_ref: None,
+                received_at: chrono::Utc::now()
+                    .with_timezone(&self.intake.tz())
+                    .fixed_offset(),
+                body: SubmissionBody::Assembled {
+                    conversation,
+                    read,
+                    draft: Box::new(draft),
+                },
+                // Messenger can answer a Messenger sender only; feed authors have no thread.
+                acknowledge: self.cfg.reply && !feed,
+            })
+            .await?;
+        let name = &self.name;
+        match &receipt.outcome {
+            Outcome::Created { report } => {
+                tracing::info!(channel = %name, tracking_code = %report.tracking_code, messages = fragments.len(), "Conversation closed into a report.")
+            }
+            Outcome::FollowUp { report } => {
+                tracing::info!(channel = %name, tracking_code = %report.tracking_code, messages = fragments.len(), "Conversation added to its report.")
+            }
+            Outcome::Duplicate { report, of } => {
+                tracing::info!(channel = %name, tracking_code = %report.tracking_code, duplicate_of = %of.tracking_code, "Conversation closed into a duplicate report.")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Runs a read off the async threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || f(&reader.lock().expect("reader lock")))
+            .await
+            .map_err(|e| StoreError::Invalid(format!("reader stopped: {e}")))?
+    }
 }
 
 /// Stops the page checks when the channel task ends, whichever way it ends.

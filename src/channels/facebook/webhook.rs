@@ -187,7 +187,13 @@ async fn deliver(
         tracing::warn!(channel = %channel, status = code.as_u16(), "Facebook webhook with a missing or wrong signature; nothing stored.");
         return code.into_response();
     }
-    let items = match event::split(&bytes, &ep.page_id) {
+    let page_id = ep.page_id.clone();
+    let body = bytes.clone();
+    // Parsing a large body is CPU work: off the async threads.
+    let split = tokio::task::spawn_blocking(move || event::split(&body, &page_id))
+        .await
+        .unwrap_or_else(|e| Err(event::BadBody(format!("the parser stopped: {e}"))));
+    let items = match split {
         Ok(items) => items,
         Err(bad) => {
             // Signed by Meta but unreadable: kept whole in quarantine, and answered 200 so Meta
@@ -207,7 +213,12 @@ async fn deliver(
         let env = envelope(&ep, item.raw);
         let rules = &ep.rules;
         let intake = &ep.intake;
-        async move { intake.submit(env, rules).await }
+        async move {
+            match item.refused {
+                Some(reason) => intake.quarantine(env, reason).await,
+                None => intake.submit(env, rules).await,
+            }
+        }
     }))
     .await;
     if let Some(e) = results.iter().find_map(|r| r.as_ref().err()) {
