@@ -496,10 +496,17 @@ fn backlog_skip_leaves_old_mail_and_takes_new_mail_even_across_a_restart() {
     }
     let env = env_for(&dv, "cu", "backlog = \"skip\"");
     let child = env.start();
+    // The starting point is saved (not just logged) before the daemon goes down.
     assert!(
         wait_for(Duration::from_secs(20), || env
-            .log()
-            .contains("backlog = \"skip\"")),
+            .path("state/phananh.db")
+            .exists()
+            && env
+                .db()
+                .query_row("SELECT count(*) FROM imap_cursors", [], |r| r
+                    .get::<_, i64>(0))
+                .unwrap_or(0)
+                == 1),
         "{}",
         env.log()
     );
