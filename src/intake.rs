@@ -218,6 +218,13 @@ impl Intake {
             if kind == ChannelKind::Facebook {
                 return Ok(facebook_outcome(&raw, &rules));
             }
+            if kind == ChannelKind::Feed {
+                // Feed items are read when polled; a quarantined one is read again when the feed
+                // serves it again (a changed version), not here.
+                return Ok(Outcome::Reject(
+                    "feed items are taken when polled; this one is kept for review".into(),
+                ));
+            }
             let parsed = email::parse(&raw, &rules.email, tz, &default_category);
             Ok(match parsed {
                 Ok(email::Parsed::Report(draft, blobs)) => {

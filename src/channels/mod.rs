@@ -3,6 +3,7 @@
 
 pub mod email;
 pub mod facebook;
+pub mod feed;
 pub mod imap;
 pub mod maildir;
 
@@ -38,6 +39,9 @@ pub async fn supervise(channel: ChannelConfig, intake: Arc<Intake>, cancel: Canc
             }
             ChannelSettings::Facebook(cfg) => {
                 facebook::run(&channel.name, cfg, intake.clone(), cancel.clone()).await
+            }
+            ChannelSettings::Feed(cfg) => {
+                feed::run(&channel.name, cfg, intake.clone(), cancel.clone()).await
             }
         };
         // Stopped by a reload or shutdown: the health entry is the new task's (or gone).

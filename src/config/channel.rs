@@ -11,6 +11,7 @@ pub enum ChannelKind {
     Maildir,
     Imap,
     Facebook,
+    Feed,
 }
 
 impl ChannelKind {
@@ -18,6 +19,7 @@ impl ChannelKind {
         ChannelKind::Maildir,
         ChannelKind::Imap,
         ChannelKind::Facebook,
+        ChannelKind::Feed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -25,6 +27,7 @@ impl ChannelKind {
             ChannelKind::Maildir => "maildir",
             ChannelKind::Imap => "imap",
             ChannelKind::Facebook => "facebook",
+            ChannelKind::Feed => "feed",
         }
     }
 
@@ -58,6 +61,7 @@ impl ChannelConfig {
             ChannelSettings::Maildir(_) => ChannelKind::Maildir,
             ChannelSettings::Imap(_) => ChannelKind::Imap,
             ChannelSettings::Facebook(_) => ChannelKind::Facebook,
+            ChannelSettings::Feed(_) => ChannelKind::Feed,
         }
     }
 
@@ -66,14 +70,16 @@ impl ChannelConfig {
         match &self.settings {
             ChannelSettings::Maildir(m) => m.ack.as_ref(),
             ChannelSettings::Imap(m) => m.ack.as_ref(),
-            ChannelSettings::Facebook(_) => None,
+            ChannelSettings::Facebook(_) | ChannelSettings::Feed(_) => None,
         }
     }
 
     /// Holds credentials (re-read on every reload, so the channel restarts on every reload).
     pub fn has_secrets(&self) -> bool {
-        matches!(self.kind(), ChannelKind::Imap | ChannelKind::Facebook)
-            || self.ack().is_some_and(|a| a.smtp.password().is_some())
+        matches!(
+            self.kind(),
+            ChannelKind::Imap | ChannelKind::Facebook | ChannelKind::Feed
+        ) || self.ack().is_some_and(|a| a.smtp.password().is_some())
     }
 }
 
@@ -82,6 +88,7 @@ pub enum ChannelSettings {
     Maildir(MaildirConfig),
     Imap(ImapConfig),
     Facebook(super::FacebookConfig),
+    Feed(super::FeedConfig),
 }
 
 /// What to do with a message once it is committed.

@@ -9,6 +9,7 @@ mod channel;
 mod daemon;
 mod error;
 mod facebook;
+mod feed;
 pub mod secrets;
 pub mod units;
 
@@ -23,6 +24,7 @@ pub use daemon::{
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use facebook::{FacebookConfig, FeedMode};
+pub use feed::{FeedConfig, FeedFormat};
 
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashSet};
@@ -56,7 +58,7 @@ impl Config {
         match &channel.settings {
             ChannelSettings::Maildir(m) => m.limits(&defaults),
             ChannelSettings::Imap(m) => m.limits(&defaults),
-            ChannelSettings::Facebook(_) => defaults,
+            ChannelSettings::Facebook(_) | ChannelSettings::Feed(_) => defaults,
         }
     }
 
@@ -440,6 +442,19 @@ fn load_channel(path: &Path) -> Result<ChannelConfig, Vec<ConfigError>> {
                 }
                 errors.extend(prepare_ack(&mut m.ack, base, path, &text));
                 Some(ChannelSettings::Imap(m))
+            }
+            Err(e) => {
+                errors.extend(e);
+                None
+            }
+        },
+        Some(ChannelKind::Feed) => match parse_file::<FeedConfig>(path) {
+            Ok((text, _, mut m)) => {
+                m.auth_header_file = m.auth_header_file.map(|p| resolve(base, &p));
+                for (key, msg) in m.problems() {
+                    errors.push(ConfigError::at_key(path, &text, key, msg));
+                }
+                Some(ChannelSettings::Feed(m))
             }
             Err(e) => {
                 errors.extend(e);

@@ -3,6 +3,7 @@
 
 pub mod acks;
 pub mod conversations;
+pub mod feeds;
 pub mod queries;
 mod schema;
 mod writer;
@@ -127,6 +128,12 @@ pub enum SubmissionBody {
         read: conversations::Read,
         draft: Box<Draft>,
     },
+    /// A polled feed's item, stored under `key` (its id and version); its report is found by
+    /// `draft.external_id`, so a newer version updates it.
+    FeedItem {
+        key: String,
+        draft: Box<Draft>,
+    },
     /// `phananh quarantine retry`: a quarantined inbox row parsed now.
     Retry {
         inbox_id: i64,
@@ -237,6 +244,20 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(writer::Command::Cursor(cursor, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits a polled page's items and the feed's new position in one transaction.
+    pub async fn submit_page(
+        &self,
+        items: Vec<Submission>,
+        cursor: feeds::FeedCursor,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::Page(items, cursor, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?

@@ -178,6 +178,17 @@ pub fn migrations() -> Migrations<'static> {
             CREATE INDEX fb_fragments_mid ON fb_fragments (mid);
             "#,
         ),
+        // Where each polled feed is: the creation window done, and a paged window in progress.
+        M::up(
+            r#"
+            CREATE TABLE feed_cursors (
+                channel        TEXT PRIMARY KEY,
+                done_until     TEXT NOT NULL,
+                pending_end    TEXT,
+                next_page      INTEGER NOT NULL DEFAULT 1
+            );
+            "#,
+        ),
     ])
 }
 

@@ -18,6 +18,12 @@ pub enum Command {
     Acks(Vec<(i64, super::acks::AckUpdate)>, Reply<()>),
     /// Marks acknowledgements `sending` (with their Message-IDs); answers the ids it claimed.
     ClaimAcks(Vec<(i64, String)>, Reply<Vec<i64>>),
+    /// A feed page: its items and the feed's position, all or nothing.
+    Page(
+        Vec<Submission>,
+        super::feeds::FeedCursor,
+        Reply<Vec<Receipt>>,
+    ),
 }
 
 /// An IMAP channel's position in a mailbox.
@@ -42,6 +48,7 @@ enum Pending {
     Deliveries(Reply<()>, Result<(), StoreError>),
     Requeue(Reply<usize>, Result<usize, StoreError>),
     Claim(Reply<Vec<i64>>, Result<Vec<i64>, StoreError>),
+    Page(Reply<Vec<Receipt>>, Result<Vec<Receipt>, StoreError>),
 }
 
 pub fn run(
@@ -119,6 +126,14 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
             Command::ClaimAcks(list, reply) => {
                 Pending::Claim(reply, super::acks::claim(&sp, &list, now))
             }
+            Command::Page(items, cursor, reply) => {
+                let r = page(&sp, settings, items, &cursor, now);
+                if matches!(&r, Ok(receipts) if receipts.iter().any(|x| matches!(x.outcome, Outcome::Created { .. } | Outcome::FollowUp { .. }) && !x.redelivered))
+                {
+                    added_outbox = true;
+                }
+                Pending::Page(reply, r)
+            }
             Command::Requeue(ids, reply) => {
                 let r = requeue(&sp, ids.as_deref(), now);
                 if matches!(r, Ok(n) if n > 0) {
@@ -132,6 +147,7 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
             Pending::Deliveries(_, r) => r.is_ok(),
             Pending::Requeue(_, r) => r.is_ok(),
             Pending::Claim(_, r) => r.is_ok(),
+            Pending::Page(_, r) => r.is_ok(),
         };
         let item = if ok {
             match sp.commit() {
@@ -156,6 +172,7 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
                     Pending::Deliveries(reply, r) => drop(reply.send(r)),
                     Pending::Requeue(reply, r) => drop(reply.send(r)),
                     Pending::Claim(reply, r) => drop(reply.send(r)),
+                    Pending::Page(reply, r) => drop(reply.send(r)),
                 }
             }
             added_outbox
@@ -178,6 +195,9 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
                     Pending::Claim(reply, _) => {
                         drop(reply.send(Err(StoreError::Invalid(msg.clone()))))
                     }
+                    Pending::Page(reply, _) => {
+                        drop(reply.send(Err(StoreError::Invalid(msg.clone()))))
+                    }
                 }
             }
             false
@@ -192,6 +212,7 @@ fn refuse(item: Pending, msg: &str) -> Pending {
         Pending::Deliveries(r, _) => Pending::Deliveries(r, Err(err())),
         Pending::Requeue(r, _) => Pending::Requeue(r, Err(err())),
         Pending::Claim(r, _) => Pending::Claim(r, Err(err())),
+        Pending::Page(r, _) => Pending::Page(r, Err(err())),
     }
 }
 
@@ -204,7 +225,53 @@ fn fail(cmd: Command, msg: &str) {
         Command::Cursor(_, r) => drop(r.send(Err(err()))),
         Command::Acks(_, r) => drop(r.send(Err(err()))),
         Command::ClaimAcks(_, r) => drop(r.send(Err(err()))),
+        Command::Page(_, _, r) => drop(r.send(Err(err()))),
     }
+}
+
+/// A feed page: every item, then the position. One item that fails rolls back to its own
+/// savepoint and is quarantined in its place, so the page and the position still go in.
+fn page(
+    conn: &Connection,
+    settings: &StoreSettings,
+    items: Vec<Submission>,
+    cursor: &super::feeds::FeedCursor,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<Receipt>, StoreError> {
+    let mut receipts = Vec::with_capacity(items.len());
+    for s in items {
+        let backup = Submission {
+            channel: s.channel.clone(),
+            kind: s.kind.clone(),
+            raw: s.raw.clone(),
+            raw_sha256: s.raw_sha256.clone(),
+            source_ref: s.source_ref.clone(),
+            received_at: s.received_at,
+            body: SubmissionBody::Quarantine {
+                reason: String::new(),
+            },
+            acknowledge: false,
+        };
+        conn.execute_batch("SAVEPOINT feed_item")?;
+        match submit(conn, settings, s, now) {
+            Ok(r) => {
+                conn.execute_batch("RELEASE feed_item")?;
+                receipts.push(r);
+            }
+            Err(e) => {
+                conn.execute_batch("ROLLBACK TO feed_item; RELEASE feed_item")?;
+                let quarantined = Submission {
+                    body: SubmissionBody::Quarantine {
+                        reason: format!("could not be stored: {e}"),
+                    },
+                    ..backup
+                };
+                receipts.push(submit(conn, settings, quarantined, now)?);
+            }
+        }
+    }
+    super::feeds::set_cursor(conn, cursor)?;
+    Ok(receipts)
 }
 
 fn set_cursor(conn: &Connection, c: &Cursor) -> Result<(), StoreError> {
@@ -323,6 +390,18 @@ fn submit(
                 update_window_ms,
                 now,
             )?;
+            Ok(Receipt {
+                inbox_id,
+                outcome,
+                redelivered: false,
+            })
+        }
+        SubmissionBody::FeedItem { ref key, ref draft } => {
+            if let Some(r) = existing_receipt(conn, &s.channel, key)? {
+                return Ok(r);
+            }
+            let inbox_id = insert_inbox(conn, &s, key, "stored", None, received_at)?;
+            let outcome = super::feeds::item(conn, settings, &s, inbox_id, draft, now)?;
             Ok(Receipt {
                 inbox_id,
                 outcome,

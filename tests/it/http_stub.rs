@@ -35,12 +35,15 @@ impl Answer {
 pub struct Request {
     pub method: String,
     pub path: String,
+    /// The path with its query string.
+    pub target: String,
     pub body: Vec<u8>,
 }
 
 pub struct Stub {
     pub port: u16,
     answers: Arc<Mutex<HashMap<String, Answer>>>,
+    sequences: Arc<Mutex<HashMap<String, Vec<Answer>>>>,
     requests: Arc<Mutex<Vec<Request>>>,
 }
 
@@ -49,17 +52,19 @@ impl Stub {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let answers: Arc<Mutex<HashMap<String, Answer>>> = Default::default();
+        let sequences: Arc<Mutex<HashMap<String, Vec<Answer>>>> = Default::default();
         let requests: Arc<Mutex<Vec<Request>>> = Default::default();
-        let (a, r) = (answers.clone(), requests.clone());
+        let (a, q, r) = (answers.clone(), sequences.clone(), requests.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (a, r) = (a.clone(), r.clone());
-                std::thread::spawn(move || serve(stream, &a, &r));
+                let (a, q, r) = (a.clone(), q.clone(), r.clone());
+                std::thread::spawn(move || serve(stream, &a, &q, &r));
             }
         });
         Stub {
             port,
             answers,
+            sequences,
             requests,
         }
     }
@@ -77,6 +82,14 @@ impl Stub {
             .insert(path.to_string(), answer);
     }
 
+    /// Answers requests for `path` with these, one per request, in order; the last one repeats.
+    pub fn sequence(&self, path: &str, answers: Vec<Answer>) {
+        self.sequences
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), answers);
+    }
+
     pub fn requests(&self) -> Vec<Request> {
         self.requests.lock().unwrap().clone()
     }
@@ -85,6 +98,7 @@ impl Stub {
 fn serve(
     stream: std::net::TcpStream,
     answers: &Mutex<HashMap<String, Answer>>,
+    sequences: &Mutex<HashMap<String, Vec<Answer>>>,
     requests: &Mutex<Vec<Request>>,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
@@ -114,12 +128,23 @@ fn serve(
     requests.lock().unwrap().push(Request {
         method,
         path: path.clone(),
+        target: target.clone(),
         body,
     });
-    let found = {
+    let queued = {
+        let mut q = sequences.lock().unwrap();
+        q.get_mut(&path).map(|list| {
+            if list.len() > 1 {
+                list.remove(0)
+            } else {
+                list[0].clone()
+            }
+        })
+    };
+    let found = queued.or_else(|| {
         let a = answers.lock().unwrap();
         a.get(&key).or_else(|| a.get(&path)).cloned()
-    };
+    });
     let answer = found.unwrap_or(Answer {
         status: 404,
         headers: vec![],

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod daemon;
 mod facebook;
+mod feed;
 mod followup;
 mod golden;
 mod hostile;

@@ -1,0 +1,80 @@
+//! Polled feeds in the store: each page's items and the feed's position are committed in one
+//! transaction, so a restart resumes exactly after the last page stored, and a request seen
+//! again unchanged is a repeat while one seen changed updates its report.
+
+use super::writer::{Cited, follow_up, store_report};
+use super::{Outcome, StoreError, StoreSettings, Submission};
+use crate::pipeline::Draft;
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// A feed's position: everything created up to `done_until` is stored; a window up to
+/// `pending_end` is being paged, and `next_page` is the next page of it to ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedCursor {
+    pub channel: String,
+    pub done_until: String,
+    pub pending_end: Option<String>,
+    pub next_page: u32,
+}
+
+pub fn cursor(conn: &Connection, channel: &str) -> Result<Option<FeedCursor>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT done_until, pending_end, next_page FROM feed_cursors WHERE channel = ?1",
+        )?
+        .query_row([channel], |r| {
+            Ok(FeedCursor {
+                channel: channel.to_string(),
+                done_until: r.get(0)?,
+                pending_end: r.get(1)?,
+                next_page: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+pub(super) fn set_cursor(conn: &Connection, c: &FeedCursor) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO feed_cursors (channel, done_until, pending_end, next_page) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (channel) DO UPDATE SET done_until = excluded.done_until,
+           pending_end = excluded.pending_end, next_page = excluded.next_page",
+    )?
+    .execute(params![c.channel, c.done_until, c.pending_end, c.next_page])?;
+    Ok(())
+}
+
+/// A feed item: new → a report; a newer version of one already stored → an update of its report.
+pub(super) fn item(
+    conn: &Connection,
+    settings: &StoreSettings,
+    s: &Submission,
+    inbox_id: i64,
+    draft: &Draft,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, StoreError> {
+    let earlier: Option<String> = conn
+        .prepare_cached(
+            "SELECT coalesce(duplicate_of, id) FROM reports WHERE channel = ?1 AND external_id = ?2
+             ORDER BY received_ms LIMIT 1",
+        )?
+        .query_row(params![s.channel, draft.external_id], |r| r.get(0))
+        .optional()?;
+    match earlier {
+        None => store_report(conn, settings, s, inbox_id, draft, now),
+        Some(id) => {
+            let target: Cited = conn
+                .prepare_cached(
+                    "SELECT id, tracking_code, reporter_id, event_json FROM reports WHERE id = ?1",
+                )?
+                .query_row([&id], |r| {
+                    Ok(Cited {
+                        id: r.get(0)?,
+                        tracking_code: r.get(1)?,
+                        reporter_id: r.get(2)?,
+                        event_json: r.get(3)?,
+                    })
+                })?;
+            follow_up(conn, settings, s, inbox_id, draft, target, now)
+        }
+    }
+}

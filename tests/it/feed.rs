@@ -1,0 +1,320 @@
+//! The feed channel against a local server speaking Open311 GeoReport v2: paging, overlapping
+//! windows, updates, bad items and pages, throttling and failures, restarts mid-paging.
+
+use super::common::{Env, http_get, wait_for};
+use super::http_stub::{Answer, Stub};
+use std::time::Duration;
+
+const PATH: &str = "/open311/v2/requests.json";
+
+fn page(name: &str) -> Answer {
+    Answer::ok(
+        "application/json",
+        std::fs::read(format!(
+            "{}/fixtures/feeds/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+}
+
+fn empty() -> Answer {
+    Answer::ok("application/json", b"[]".to_vec())
+}
+
+fn status(code: u16, headers: &[(&str, &str)]) -> Answer {
+    Answer {
+        status: code,
+        headers: headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        body: b"{}".to_vec(),
+    }
+}
+
+/// An installation with one Open311 feed `portal` polling `server` every second, pages of 2.
+fn env(server: &Stub, extra: &str) -> Env {
+    let env = Env::new("", "");
+    std::fs::remove_file(env.path("channels/mail.toml")).unwrap();
+    std::fs::write(
+        env.path("channels/portal.toml"),
+        format!(
+            "kind = \"feed\"\nformat = \"open311\"\nurl = \"{}\"\npoll_interval = \"1s\"\n{}\n\
+             [service_codes]\n\"001\" = \"ha_tang_do_thi\"\n",
+            server.url(PATH),
+            if extra.contains("page_size") {
+                extra.to_string()
+            } else {
+                format!("page_size = 2\n{extra}")
+            }
+        ),
+    )
+    .unwrap();
+    env
+}
+
+fn count(env: &Env, sql: &str) -> i64 {
+    if !env.path("state/phananh.db").exists() {
+        return 0;
+    }
+    env.db().query_row(sql, [], |r| r.get(0)).unwrap_or(0)
+}
+
+fn asked(server: &Stub) -> Vec<String> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == PATH)
+        .map(|r| r.target)
+        .collect()
+}
+
+#[test]
+fn three_pages_then_the_same_items_again_store_each_once() {
+    let server = Stub::start();
+    server.sequence(
+        PATH,
+        vec![
+            page("open311-page1.json"),
+            page("open311-page2.json"),
+            page("open311-page3.json"),
+            // The next window overlaps the last: the server sends the same requests again.
+            page("open311-page1.json"),
+            page("open311-page2.json"),
+            page("open311-page3.json"),
+            empty(),
+        ],
+    );
+    let env = env(&server, "");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 5),
+        "{}",
+        env.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || asked(&server).len() >= 7),
+        "{:?}",
+        asked(&server)
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.spool_events().len(), 5, "repeats are not new reports");
+    assert_eq!(count(&env, "SELECT count(*) FROM inbox"), 5);
+    let q = asked(&server);
+    assert!(
+        q[0].contains("start_date=") && q[0].contains("%2B07%3A00"),
+        "{q:?}"
+    );
+    assert!(
+        q[0].contains("page=1&page_size=2") && q[2].contains("page=3"),
+        "{q:?}"
+    );
+    let events = env.spool_events();
+    let lamp = events
+        .iter()
+        .find(|e| e["external_id"] == "open311:638341")
+        .unwrap();
+    assert_eq!(
+        lamp["title"],
+        "Đèn đường hỏng trên đường Lê Lợi, đoạn trước số 12"
+    );
+    assert_eq!(lamp["category"]["code"], "ha_tang_do_thi");
+    assert_eq!(lamp["category"]["source"], "channel");
+    assert_eq!(lamp["location"]["source"], "feed");
+    assert_eq!(lamp["submitted_at"], "2026-11-26T08:01:00+07:00");
+    // Missing optional fields: no position, so the address is kept in the text.
+    let flood = events
+        .iter()
+        .find(|e| e["external_id"] == "open311:638345")
+        .unwrap();
+    assert!(flood["location"].is_null());
+    assert!(
+        flood["description"]
+            .as_str()
+            .unwrap()
+            .contains("Địa chỉ: Lê Lợi")
+    );
+    let schema = super::schema::validator();
+    for e in &events {
+        assert_eq!(super::schema::violations(&schema, e), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn a_request_closed_later_updates_its_report() {
+    let server = Stub::start();
+    server.sequence(
+        PATH,
+        vec![
+            page("open311-page1.json"),
+            empty(),
+            page("open311-updated.json"),
+            empty(),
+        ],
+    );
+    let env = env(&server, "");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 3),
+        "{}",
+        env.log()
+    );
+    let events = env.spool_events();
+    let update = events
+        .iter()
+        .find(|e| e["event"] == "report.updated")
+        .expect("an update");
+    assert_eq!(update["external_id"], "open311:638341");
+    assert!(
+        update["update"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("Trạng thái (closed): Đã thay bóng đèn mới"),
+        "{update}"
+    );
+    assert_eq!(count(&env, "SELECT count(*) FROM reports"), 2);
+}
+
+#[test]
+fn a_bad_item_is_quarantined_and_a_broken_page_is_asked_again() {
+    let server = Stub::start();
+    server.sequence(
+        PATH,
+        vec![
+            page("open311-truncated.json"),
+            page("open311-malformed-item.json"),
+            empty(),
+        ],
+    );
+    let env = env(&server, "page_size = 0");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 2),
+        "{}",
+        env.log()
+    );
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM inbox WHERE status = 'quarantined'"
+        ),
+        1
+    );
+    let reason: String = env
+        .db()
+        .query_row(
+            "SELECT reason FROM inbox WHERE status = 'quarantined'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(reason.contains("time zone"), "{reason}");
+    assert!(env.log().contains("asked again"), "{}", env.log());
+}
+
+#[test]
+fn throttling_and_server_errors_are_waited_out() {
+    let server = Stub::start();
+    server.sequence(
+        PATH,
+        vec![
+            status(429, &[("Retry-After", "1")]),
+            status(500, &[]),
+            status(503, &[("Retry-After", "1")]),
+            page("open311-page3.json"),
+            empty(),
+        ],
+    );
+    let env = env(&server, "");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    assert!(asked(&server).len() >= 4);
+}
+
+#[test]
+fn refused_credentials_wait_for_the_operator() {
+    let server = Stub::start();
+    server.sequence(PATH, vec![status(401, &[])]);
+    let env = env(&server, "");
+    std::fs::write(env.path("auth.header"), "Authorization: Bearer sai\n").unwrap();
+    let text = std::fs::read_to_string(env.path("channels/portal.toml")).unwrap();
+    std::fs::write(
+        env.path("channels/portal.toml"),
+        text.replace(
+            "[service_codes]",
+            "auth_header_file = \"../auth.header\"\n[service_codes]",
+        ),
+    )
+    .unwrap();
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || http_get(env.port, "/readyz")
+            .is_some_and(
+                |r| r.starts_with("HTTP/1.1 503") && r.contains("needs_operator")
+            )),
+        "{}",
+        env.log()
+    );
+    assert!(!env.log().contains("Bearer sai"));
+}
+
+#[test]
+fn a_restart_mid_paging_resumes_at_the_next_page() {
+    let server = Stub::start();
+    // Page 2 keeps failing: the round gives up after page 1 was stored.
+    server.sequence(PATH, vec![page("open311-page1.json"), status(500, &[])]);
+    let env = env(&server, "");
+    let d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || count(
+            &env,
+            "SELECT count(*) FROM feed_cursors WHERE next_page = 2"
+        ) == 1),
+        "{}",
+        env.log()
+    );
+    assert_eq!(count(&env, "SELECT count(*) FROM inbox"), 2);
+    drop(d);
+    server.sequence(
+        PATH,
+        vec![
+            page("open311-page2.json"),
+            page("open311-page3.json"),
+            empty(),
+        ],
+    );
+    let before = asked(&server).len();
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 5),
+        "{}",
+        env.log()
+    );
+    let after = asked(&server);
+    assert!(
+        after[before].contains("page=2"),
+        "resumed at page 2: {:?}",
+        &after[before..]
+    );
+}
+
+#[test]
+fn a_photo_on_a_forbidden_host_is_refused_and_recorded() {
+    let server = Stub::start();
+    server.sequence(PATH, vec![page("open311-forbidden-media.json"), empty()]);
+    let env = env(&server, "media_hosts = [\"portal.hue.example.vn\"]");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    let r = &env.spool_events()[0];
+    assert_eq!(r["media"].as_array().unwrap().len(), 0);
+    assert_eq!(r["omitted_media"][0]["reason"], "not_allowed");
+}
