@@ -11,6 +11,106 @@ use std::time::Duration;
 #[serde(rename_all = "lowercase")]
 pub enum FeedFormat {
     Open311,
+    /// Any JSON feed, read through the `[json]` mapping.
+    Json,
+}
+
+/// Where each field sits in a JSON feed: JSON pointers (RFC 6901), `""` for the whole value.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct JsonMapping {
+    /// The list of items in a response (`""` when the response is the list).
+    pub items: String,
+    /// In each item:
+    pub id: String,
+    pub created: String,
+    /// A newer value here makes the item an update of its report.
+    pub updated: Option<String>,
+    pub title: Option<String>,
+    pub description: Option<String>,
+    pub category: Option<String>,
+    pub latitude: Option<String>,
+    pub longitude: Option<String>,
+    pub address: Option<String>,
+    pub reporter_name: Option<String>,
+    pub phone: Option<String>,
+    pub email: Option<String>,
+    pub app_user_id: Option<String>,
+    /// A list of photo URLs, or of objects holding one at `media_url`.
+    pub media: Option<String>,
+    pub media_url: Option<String>,
+    /// Paging, one of: a next-page link in the response; a cursor in the response sent back as
+    /// `cursor_param`; page numbers sent as `page_param` until a page comes back empty.
+    pub next: Option<String>,
+    pub cursor: Option<String>,
+    pub cursor_param: Option<String>,
+    pub page_param: Option<String>,
+    /// Incremental: the newest `created` seen is sent back as this parameter.
+    pub since_param: Option<String>,
+    /// The feed's category values → our category codes.
+    #[serde(default)]
+    pub categories: BTreeMap<String, String>,
+}
+
+impl JsonMapping {
+    fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let pointers: [(&'static str, Option<&String>); 18] = [
+            ("items", Some(&self.items)),
+            ("id", Some(&self.id)),
+            ("created", Some(&self.created)),
+            ("updated", self.updated.as_ref()),
+            ("title", self.title.as_ref()),
+            ("description", self.description.as_ref()),
+            ("category", self.category.as_ref()),
+            ("latitude", self.latitude.as_ref()),
+            ("longitude", self.longitude.as_ref()),
+            ("address", self.address.as_ref()),
+            ("reporter_name", self.reporter_name.as_ref()),
+            ("phone", self.phone.as_ref()),
+            ("email", self.email.as_ref()),
+            ("app_user_id", self.app_user_id.as_ref()),
+            ("media", self.media.as_ref()),
+            ("media_url", self.media_url.as_ref()),
+            ("next", self.next.as_ref()),
+            ("cursor", self.cursor.as_ref()),
+        ];
+        for (key, p) in pointers {
+            if let Some(p) = p
+                && !(p.is_empty() || p.starts_with('/'))
+            {
+                out.push((
+                    key,
+                    format!("{key} = {p:?} is not a JSON pointer; write \"/{p}\" (RFC 6901: each step starts with '/')"),
+                ));
+            }
+        }
+        if self.id.is_empty() || self.created.is_empty() {
+            out.push(("id", "id and created must point inside each item".into()));
+        }
+        if self.cursor.is_some() != self.cursor_param.is_some() {
+            out.push((
+                "cursor",
+                "cursor and cursor_param go together: where the cursor is, and how to send it"
+                    .into(),
+            ));
+        }
+        let styles = [
+            self.next.is_some(),
+            self.cursor.is_some(),
+            self.page_param.is_some(),
+        ];
+        if styles.iter().filter(|s| **s).count() > 1 {
+            out.push((
+                "next",
+                "choose one way of paging: next, cursor + cursor_param, or page_param".into(),
+            ));
+        }
+        if self.title.is_none() && self.description.is_none() {
+            out.push(("title", "map title or description (or both)".into()));
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -50,6 +150,8 @@ pub struct FeedConfig {
     /// Open311 `service_code` → category code.
     #[serde(default)]
     pub service_codes: BTreeMap<String, String>,
+    /// `format = "json"`: where the fields are.
+    pub json: Option<JsonMapping>,
 }
 
 impl FeedConfig {
@@ -76,6 +178,18 @@ impl FeedConfig {
                 "rate_per_second",
                 "rate_per_second must be at least 1".into(),
             ));
+        }
+        match (self.format, &self.json) {
+            (FeedFormat::Json, None) => out.push((
+                "format",
+                "format = \"json\" needs a [json] table saying where the fields are".into(),
+            )),
+            (FeedFormat::Json, Some(m)) => out.extend(m.problems()),
+            (FeedFormat::Open311, Some(_)) => out.push((
+                "json",
+                "[json] is for format = \"json\"; Open311 needs no mapping".into(),
+            )),
+            (FeedFormat::Open311, None) => {}
         }
         if self.page_size > 1000 {
             out.push((

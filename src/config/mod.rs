@@ -24,7 +24,7 @@ pub use daemon::{
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use facebook::{FacebookConfig, FeedMode};
-pub use feed::{FeedConfig, FeedFormat};
+pub use feed::{FeedConfig, FeedFormat, JsonMapping};
 
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashSet};

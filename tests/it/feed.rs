@@ -318,3 +318,130 @@ fn a_photo_on_a_forbidden_host_is_refused_and_recorded() {
     assert_eq!(r["media"].as_array().unwrap().len(), 0);
     assert_eq!(r["omitted_media"][0]["reason"], "not_allowed");
 }
+
+const APP: &str = "/api/v1/reports";
+
+fn app_env(server: &Stub, pointer_items: &str) -> Env {
+    let env = Env::new("", "");
+    std::fs::remove_file(env.path("channels/mail.toml")).unwrap();
+    std::fs::write(
+        env.path("channels/app.toml"),
+        format!(
+            r#"kind = "feed"
+format = "json"
+url = "{}"
+poll_interval = "1s"
+[json]
+items = "{pointer_items}"
+id = "/id"
+created = "/created_at"
+title = "/title"
+description = "/content/text"
+category = "/category/code"
+latitude = "/location/lat"
+longitude = "/location/lng"
+address = "/location/address"
+reporter_name = "/user/full_name"
+phone = "/user/phone"
+app_user_id = "/user/id"
+media = "/attachments"
+media_url = "/url"
+cursor = "/paging/next_cursor"
+cursor_param = "cursor"
+since_param = "since"
+[json.categories]
+"road" = "ha_tang_do_thi"
+"#,
+            server.url(APP)
+        ),
+    )
+    .unwrap();
+    env
+}
+
+#[test]
+fn an_app_feed_is_read_through_its_mapping_with_a_cursor_since_and_etag() {
+    let server = Stub::start();
+    let mut nothing_new = empty();
+    nothing_new.headers.push(("ETag".into(), "\"v2\"".into()));
+    server.sequence(
+        APP,
+        vec![
+            page("app-page1.json"),
+            page("app-page2.json"),
+            nothing_new,
+            status(304, &[]),
+            empty(),
+        ],
+    );
+    let env = app_env(&server, "/data/items");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 3),
+        "{}",
+        env.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || server
+            .requests()
+            .iter()
+            .filter(|r| r.path == APP)
+            .count()
+            >= 5),
+        "{}",
+        env.log()
+    );
+    let reqs: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == APP)
+        .collect();
+    assert!(reqs[1].target.contains("cursor=c2"), "{:?}", reqs[1].target);
+    // The next round asks from the newest item seen; the one after sends its ETag back (304).
+    assert!(
+        reqs[2]
+            .target
+            .contains("since=2026-11-26T10%3A05%3A00%2B07%3A00"),
+        "{:?}",
+        reqs[2].target
+    );
+    assert_eq!(reqs[3].target, reqs[2].target);
+    assert!(
+        reqs[3]
+            .headers
+            .iter()
+            .any(|(k, v)| k == "if-none-match" && v == "\"v2\""),
+        "{:?}",
+        reqs[3].headers
+    );
+    let events = env.spool_events();
+    let pothole = events
+        .iter()
+        .find(|e| e["external_id"] == "json:9001")
+        .unwrap();
+    assert_eq!(pothole["title"], "Ổ gà trên đường Lê Lợi");
+    assert_eq!(pothole["category"]["code"], "ha_tang_do_thi");
+    assert_eq!(pothole["reporter"]["phone"], "+84914222333");
+    assert_eq!(pothole["reporter"]["app_user_id"], "u-1");
+    assert_eq!(pothole["reporter"]["name"], "Nguyễn Văn An");
+    assert_eq!(pothole["submitted_at"], "2026-11-26T08:15:00+07:00");
+    let schema = super::schema::validator();
+    for e in &events {
+        assert_eq!(super::schema::violations(&schema, e), Vec::<String>::new());
+    }
+    assert!(!env.log().contains("Nguyễn Văn An") && !env.log().contains("0914"));
+}
+
+#[test]
+fn check_catches_a_wrong_pointer_in_a_mapping() {
+    let server = Stub::start();
+    let env = app_env(&server, "data/items");
+    let out = env.cli(&["check"]);
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("app.toml:6:1: items = \"data/items\" is not a JSON pointer"),
+        "{text}"
+    );
+}

@@ -37,6 +37,8 @@ pub struct Request {
     pub path: String,
     /// The path with its query string.
     pub target: String,
+    /// Header lines as sent, lower-cased names.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -110,15 +112,17 @@ fn serve(
     let method = parts.next().unwrap_or_default().to_string();
     let target = parts.next().unwrap_or_default().to_string();
     let mut length = 0usize;
+    let mut headers = Vec::new();
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h).is_err() || h.trim().is_empty() {
             break;
         }
-        if let Some((k, v)) = h.split_once(':')
-            && k.trim().eq_ignore_ascii_case("content-length")
-        {
-            length = v.trim().parse().unwrap_or(0);
+        if let Some((k, v)) = h.split_once(':') {
+            if k.trim().eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
     let mut body = vec![0; length];
@@ -129,6 +133,7 @@ fn serve(
         method,
         path: path.clone(),
         target: target.clone(),
+        headers,
         body,
     });
     let queued = {

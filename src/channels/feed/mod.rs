@@ -3,6 +3,7 @@
 //! paged when `page_size` is set; each page is committed with the feed's new position, so a restart
 //! resumes after the last stored page and a request seen twice is stored once.
 
+mod mapped;
 mod open311;
 
 use crate::config::FeedConfig;
@@ -59,6 +60,12 @@ pub async fn run(
     }
 }
 
+enum Got {
+    Body(Vec<u8>),
+    /// 304: nothing changed since the last answer.
+    NotModified,
+}
+
 enum Failure {
     /// 401/403: only the operator can fix it.
     Operator(String),
@@ -73,7 +80,12 @@ struct Poller {
     client: reqwest::Client,
     limiter: DefaultDirectRateLimiter,
     fetcher: Fetcher,
+    /// The last first-page answer's validators (JSON feeds).
+    validators: std::sync::Mutex<Option<Validators>>,
 }
+
+/// The URL an answer was for, its ETag and its Last-Modified.
+type Validators = (String, Option<String>, Option<String>);
 
 impl Poller {
     fn new(name: &str, cfg: &FeedConfig, intake: Arc<Intake>) -> anyhow::Result<Self> {
@@ -91,11 +103,197 @@ impl Poller {
             client,
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             fetcher: Fetcher::new(&cfg.media_hosts, cfg.max_media_size, cfg.timeout),
+            validators: Default::default(),
         })
     }
 
-    /// One round: every page of the current window; returns the items newly stored.
+    /// One round; returns the items newly stored.
     async fn poll(&self, cancel: &CancellationToken) -> Result<usize, Failure> {
+        match self.cfg.format {
+            crate::config::FeedFormat::Open311 => self.poll_open311(cancel).await,
+            crate::config::FeedFormat::Json => self.poll_json(cancel).await,
+        }
+    }
+
+    async fn cursor(&self) -> Result<Option<FeedCursor>, Failure> {
+        let name = self.name.clone();
+        let store = self.intake.store().clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = store.reader()?;
+            feeds::cursor(&conn, &name)
+        })
+        .await
+        .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?
+        .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))
+    }
+
+    /// A JSON feed: from the saved place (a pending next page, else the first page with `since`
+    /// set to the newest item seen), page after page, each committed with the new place.
+    async fn poll_json(&self, cancel: &CancellationToken) -> Result<usize, Failure> {
+        let m = self.cfg.json.clone().ok_or_else(|| {
+            Failure::Operator("format = \"json\" without a [json] mapping".into())
+        })?;
+        let cur = self.cursor().await?;
+        let since = cur
+            .as_ref()
+            .map(|c| c.done_until.clone())
+            .unwrap_or_default();
+        let mut pending = cur.as_ref().and_then(|c| c.pending_end.clone());
+        let mut page = cur.as_ref().map_or(1, |c| c.next_page.max(1));
+        let mut newest = since.clone();
+        let mut stored = 0;
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(stored);
+            }
+            let first = pending.is_none() && page == 1;
+            let url = self.json_url(&m, &since, pending.as_deref(), page)?;
+            let body = match self.get(url, page, first).await? {
+                Got::NotModified => return Ok(stored),
+                Got::Body(b) => b,
+            };
+            let parsed = mapped::page(&body, &m).map_err(|e| {
+                Failure::Later(
+                    format!("page {page}: {e}; the page is asked again"),
+                    self.cfg.poll_interval.min(Duration::from_secs(30)),
+                )
+            })?;
+            let empty = parsed.items.is_empty();
+            let mut items = Vec::with_capacity(parsed.items.len());
+            for raw in parsed.items {
+                let (sub, created) = self.json_submission(raw.raw, &m).await;
+                if let Some(c) = created
+                    && later(&c, &newest, self.intake.tz())
+                {
+                    newest = c;
+                }
+                items.push(sub);
+            }
+            let next = if m.page_param.is_some() {
+                (!empty).then(|| (page + 1).to_string())
+            } else {
+                parsed
+                    .next
+                    .filter(|_| m.next.is_some() || m.cursor.is_some())
+            };
+            let last = next.is_none();
+            let cursor = FeedCursor {
+                channel: self.name.clone(),
+                // `since` moves only when the round is complete: a restart mid-way asks again.
+                done_until: if last { newest.clone() } else { since.clone() },
+                pending_end: if m.page_param.is_some() {
+                    None
+                } else {
+                    next.clone()
+                },
+                next_page: if last {
+                    1
+                } else if m.page_param.is_some() {
+                    page + 1
+                } else {
+                    1
+                },
+            };
+            let receipts = self
+                .intake
+                .store()
+                .submit_page(items, cursor)
+                .await
+                .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?;
+            stored += receipts.iter().filter(|r| !r.redelivered).count();
+            if last {
+                return Ok(stored);
+            }
+            if m.page_param.is_some() {
+                page += 1;
+            } else {
+                pending = next;
+            }
+        }
+    }
+
+    /// The URL of the page to ask: a next-page link (only on the feed's own host), or the feed's
+    /// URL with `since`, the cursor or the page number.
+    fn json_url(
+        &self,
+        m: &crate::config::JsonMapping,
+        since: &str,
+        pending: Option<&str>,
+        page: u32,
+    ) -> Result<reqwest::Url, Failure> {
+        let base = reqwest::Url::parse(&self.cfg.url)
+            .map_err(|e| Failure::Operator(format!("url: {e}")))?;
+        if let (Some(next), Some(_)) = (pending, &m.next) {
+            let url = base.join(next).map_err(|e| {
+                Failure::Later(format!("a bad next link: {e}"), self.cfg.poll_interval)
+            })?;
+            if url.host_str() != base.host_str() || url.scheme() != base.scheme() {
+                return Err(Failure::Later(
+                    "the next-page link points to another host; not followed".into(),
+                    self.cfg.poll_interval,
+                ));
+            }
+            return Ok(url);
+        }
+        let mut url = base;
+        {
+            let mut q = url.query_pairs_mut();
+            if let (Some(p), false) = (&m.since_param, since.is_empty()) {
+                q.append_pair(p, since);
+            }
+            if let (Some(p), Some(c)) = (&m.cursor_param, pending) {
+                q.append_pair(p, c);
+            }
+            if let (Some(p), true) = (&m.page_param, page > 1) {
+                q.append_pair(p, &page.to_string());
+            }
+        }
+        Ok(url)
+    }
+
+    async fn json_submission(
+        &self,
+        raw: Vec<u8>,
+        m: &crate::config::JsonMapping,
+    ) -> (Submission, Option<String>) {
+        let (body, created) =
+            match mapped::item(&raw, m, self.intake.tz(), self.intake.default_category()) {
+                Ok(mut it) => {
+                    for url in &it.media_urls {
+                        let (media, omitted) = self.media(url).await;
+                        it.draft.media.extend(media);
+                        it.draft.omitted_media.extend(omitted);
+                    }
+                    (
+                        SubmissionBody::FeedItem {
+                            key: it.key,
+                            draft: Box::new(it.draft),
+                        },
+                        Some(it.created),
+                    )
+                }
+                Err(reason) => (SubmissionBody::Quarantine { reason }, None),
+            };
+        (self.wrap(raw, body), created)
+    }
+
+    fn wrap(&self, raw: Vec<u8>, body: SubmissionBody) -> Submission {
+        Submission {
+            channel: self.name.clone(),
+            kind: "feed".into(),
+            raw_sha256: sha256_hex(&raw),
+            raw,
+            source_ref: None,
+            received_at: chrono::Utc::now()
+                .with_timezone(&self.intake.tz())
+                .fixed_offset(),
+            body,
+            acknowledge: false,
+        }
+    }
+
+    /// One round of an Open311 feed: every page of the current window.
+    async fn poll_open311(&self, cancel: &CancellationToken) -> Result<usize, Failure> {
         let tz = self.intake.tz();
         let stamp = |t: chrono::DateTime<chrono::Utc>| {
             t.with_timezone(&tz)
@@ -108,15 +306,7 @@ impl Poller {
         };
         let now = chrono::Utc::now();
         let overlap = chrono::Duration::from_std(self.cfg.overlap).unwrap_or_default();
-        let name = self.name.clone();
-        let store = self.intake.store().clone();
-        let cur = tokio::task::spawn_blocking(move || {
-            let conn = store.reader()?;
-            feeds::cursor(&conn, &name)
-        })
-        .await
-        .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?
-        .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?;
+        let cur = self.cursor().await?;
         let backlog = now - chrono::Duration::from_std(self.cfg.backlog).unwrap_or_default();
         let (start, end, mut page) = match &cur {
             None => (backlog, now, 1),
@@ -170,8 +360,7 @@ impl Poller {
         }
     }
 
-    /// One page's bytes, with retries for what may pass (429/503 after Retry-After, 5xx,
-    /// timeouts), the response capped at `max_response_size` while it streams.
+    /// One Open311 page's bytes.
     async fn page(&self, start: &str, end: &str, page: u32) -> Result<Vec<u8>, Failure> {
         let mut url = reqwest::Url::parse(&self.cfg.url)
             .map_err(|e| Failure::Operator(format!("url: {e}")))?;
@@ -184,10 +373,33 @@ impl Poller {
                     .append_pair("page_size", &self.cfg.page_size.to_string());
             }
         }
+        match self.get(url, page, false).await? {
+            Got::Body(b) => Ok(b),
+            Got::NotModified => Ok(b"[]".to_vec()),
+        }
+    }
+
+    /// A response's bytes, with retries for what may pass (429/503 after Retry-After, 5xx,
+    /// timeouts), capped at `max_response_size` while it streams. With `conditional`, the last
+    /// answer's ETag and date are sent back, and 304 costs nothing.
+    async fn get(&self, url: reqwest::Url, page: u32, conditional: bool) -> Result<Got, Failure> {
         let mut last_error = String::new();
         for attempt in 1..=PAGE_ATTEMPTS {
             self.limiter.until_ready().await;
             let mut req = self.client.get(url.clone());
+            if conditional {
+                let v = self.validators.lock().expect("validators lock").clone();
+                if let Some((for_url, etag, modified)) = v
+                    && for_url == url.as_str()
+                {
+                    if let Some(e) = etag {
+                        req = req.header(reqwest::header::IF_NONE_MATCH, e);
+                    }
+                    if let Some(m) = modified {
+                        req = req.header(reqwest::header::IF_MODIFIED_SINCE, m);
+                    }
+                }
+            }
             if let Some(file) = &self.cfg.auth_header_file {
                 let line = std::fs::read_to_string(file)
                     .map_err(|e| Failure::Operator(format!("cannot read auth_header_file: {e}")))?;
@@ -216,6 +428,7 @@ impl Poller {
             let status = resp.status().as_u16();
             match status {
                 200 => {}
+                304 => return Ok(Got::NotModified),
                 401 | 403 => {
                     return Err(Failure::Operator(format!("HTTP {status}")));
                 }
@@ -241,8 +454,24 @@ impl Poller {
                     ));
                 }
             }
+            let header = |h: reqwest::header::HeaderName| {
+                resp.headers()
+                    .get(h)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let validators = (
+                url.to_string(),
+                header(reqwest::header::ETAG),
+                header(reqwest::header::LAST_MODIFIED),
+            );
             match self.body(resp).await {
-                Ok(b) => return Ok(b),
+                Ok(b) => {
+                    if conditional {
+                        *self.validators.lock().expect("validators lock") = Some(validators);
+                    }
+                    return Ok(Got::Body(b));
+                }
                 Err(e) => {
                     last_error = e;
                     tokio::time::sleep(backoff).await;
@@ -296,18 +525,7 @@ impl Poller {
             }
             Err(reason) => SubmissionBody::Quarantine { reason },
         };
-        Submission {
-            channel: self.name.clone(),
-            kind: "feed".into(),
-            raw_sha256: sha256_hex(&raw),
-            raw,
-            source_ref: None,
-            received_at: chrono::Utc::now()
-                .with_timezone(&self.intake.tz())
-                .fixed_offset(),
-            body,
-            acknowledge: false,
-        }
+        self.wrap(raw, body)
     }
 
     async fn media(&self, url: &str) -> (Vec<Media>, Vec<OmittedMedia>) {
@@ -360,6 +578,17 @@ fn omitted(name: Option<String>, reason: &str, size: u64) -> OmittedMedia {
         content_type: "application/octet-stream".into(),
         size,
         reason: reason.into(),
+    }
+}
+
+/// Whether created time `a` is later than `b` (times when both read as times, else as text).
+fn later(a: &str, b: &str, tz: chrono_tz::Tz) -> bool {
+    if b.is_empty() {
+        return true;
+    }
+    match (mapped::time(a, tz), mapped::time(b, tz)) {
+        (Some(x), Some(y)) => x > y,
+        _ => a > b,
     }
 }
 
