@@ -445,3 +445,23 @@ fn check_catches_a_wrong_pointer_in_a_mapping() {
         "{text}"
     );
 }
+
+#[test]
+fn a_response_over_the_size_limit_is_cut_off_and_nothing_moves() {
+    let server = Stub::start();
+    let mut huge = b"[".to_vec();
+    huge.extend(std::iter::repeat_n(b' ', 64 * 1024));
+    huge.extend(b"]");
+    server.sequence(PATH, vec![Answer::ok("application/json", huge)]);
+    let env = env(&server, "max_response_size = \"16KiB\"");
+    let _d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || env
+            .log()
+            .contains("max_response_size")),
+        "{}",
+        env.log()
+    );
+    assert_eq!(count(&env, "SELECT count(*) FROM feed_cursors"), 0);
+    assert_eq!(count(&env, "SELECT count(*) FROM inbox"), 0);
+}
