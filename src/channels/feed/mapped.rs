@@ -4,7 +4,7 @@
 use super::open311::RawItem;
 use crate::config::JsonMapping;
 use crate::pipeline::{Draft, phone, text};
-use crate::report::{Category, CategorySource, Location, LocationSource, Reporter};
+use crate::report::{Category, CategorySource, Reporter};
 use serde_json::Value;
 
 /// The items of a response and how to ask for the next page (if any).
@@ -96,28 +96,12 @@ pub fn item(
     };
     let number = |p: &Option<String>| get(p).and_then(|s| s.parse::<f64>().ok());
     let address = get(&m.address).map(|a| text::clean_text(&a));
-    let location = match (number(&m.latitude), number(&m.longitude)) {
-        (Some(lat), Some(lon))
-            if (-90.0..=90.0).contains(&lat)
-                && (-180.0..=180.0).contains(&lon)
-                && (lat, lon) != (0.0, 0.0) =>
-        {
-            Some(Location {
-                lat,
-                lon,
-                source: LocationSource::Feed,
-                accuracy_m: None,
-                address: address.clone(),
-                ward: None,
-                taken_at: None,
-            })
-        }
-        _ => None,
-    };
-    let mut full = description.clone();
-    if let Some(a) = address.as_deref().filter(|_| location.is_none()) {
-        full.push_str(&format!("\nĐịa chỉ: {a}"));
-    }
+    let (location, full) = super::place(
+        number(&m.latitude),
+        number(&m.longitude),
+        address,
+        &description,
+    );
     let reporter = Reporter {
         name: get(&m.reporter_name).map(|n| text::clean_text(&n)),
         phone: get(&m.phone)

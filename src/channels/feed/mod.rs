@@ -152,12 +152,7 @@ impl Poller {
                 Got::NotModified => return Ok(stored),
                 Got::Body(b) => b,
             };
-            let parsed = mapped::page(&body, &m).map_err(|e| {
-                Failure::Later(
-                    format!("page {page}: {e}; the page is asked again"),
-                    self.cfg.poll_interval.min(Duration::from_secs(30)),
-                )
-            })?;
+            let parsed = mapped::page(&body, &m).map_err(|e| self.broken(page, &e))?;
             let empty = parsed.items.is_empty();
             let mut items = Vec::with_capacity(parsed.items.len());
             for raw in parsed.items {
@@ -194,13 +189,7 @@ impl Poller {
                     1
                 },
             };
-            let receipts = self
-                .intake
-                .store()
-                .submit_page(items, cursor)
-                .await
-                .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?;
-            stored += receipts.iter().filter(|r| !r.redelivered).count();
+            stored += self.commit(items, cursor).await?;
             if last {
                 return Ok(stored);
             }
@@ -277,6 +266,25 @@ impl Poller {
         (self.wrap(raw, body), created)
     }
 
+    /// Commits a page's items with the feed's new position; returns the items new to us.
+    async fn commit(&self, items: Vec<Submission>, cursor: FeedCursor) -> Result<usize, Failure> {
+        let receipts = self
+            .intake
+            .store()
+            .submit_page(items, cursor)
+            .await
+            .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?;
+        Ok(receipts.iter().filter(|r| !r.redelivered).count())
+    }
+
+    /// A page that is not what the format says: nothing stored, nothing moved, asked again.
+    fn broken(&self, page: u32, e: &str) -> Failure {
+        Failure::Later(
+            format!("page {page}: {e}; the page is asked again"),
+            self.cfg.poll_interval.min(Duration::from_secs(30)),
+        )
+    }
+
     fn wrap(&self, raw: Vec<u8>, body: SubmissionBody) -> Submission {
         Submission {
             channel: self.name.clone(),
@@ -324,12 +332,7 @@ impl Poller {
                 return Ok(stored);
             }
             let body = self.page(&stamp(start), &stamp(end), page).await?;
-            let raws = open311::page(&body).map_err(|e| {
-                Failure::Later(
-                    format!("page {page}: {e}; the page is asked again"),
-                    self.cfg.poll_interval.min(Duration::from_secs(30)),
-                )
-            })?;
+            let raws = open311::page(&body).map_err(|e| self.broken(page, &e))?;
             let last = self.cfg.page_size == 0 || raws.len() < self.cfg.page_size as usize;
             let mut items = Vec::with_capacity(raws.len());
             for raw in raws {
@@ -346,13 +349,7 @@ impl Poller {
                 pending_end: (!last).then(|| stamp(end)),
                 next_page: if last { 1 } else { page + 1 },
             };
-            let receipts = self
-                .intake
-                .store()
-                .submit_page(items, cursor)
-                .await
-                .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?;
-            stored += receipts.iter().filter(|r| !r.redelivered).count();
+            stored += self.commit(items, cursor).await?;
             if last {
                 return Ok(stored);
             }
@@ -579,6 +576,39 @@ fn omitted(name: Option<String>, reason: &str, size: u64) -> OmittedMedia {
         size,
         reason: reason.into(),
     }
+}
+
+/// A feed item's place: its coordinates when plausible (with the address), and the text with the
+/// address added when there are no coordinates to carry it.
+fn place(
+    lat: Option<f64>,
+    lon: Option<f64>,
+    address: Option<String>,
+    description: &str,
+) -> (Option<crate::report::Location>, String) {
+    let location = match (lat, lon) {
+        (Some(lat), Some(lon))
+            if (-90.0..=90.0).contains(&lat)
+                && (-180.0..=180.0).contains(&lon)
+                && (lat, lon) != (0.0, 0.0) =>
+        {
+            Some(crate::report::Location {
+                lat,
+                lon,
+                source: crate::report::LocationSource::Feed,
+                accuracy_m: None,
+                address: address.clone(),
+                ward: None,
+                taken_at: None,
+            })
+        }
+        _ => None,
+    };
+    let mut text = description.to_string();
+    if let Some(a) = address.filter(|_| location.is_none()) {
+        text.push_str(&format!("\nĐịa chỉ: {a}"));
+    }
+    (location, text)
 }
 
 /// Whether created time `a` is later than `b` (times when both read as times, else as text).

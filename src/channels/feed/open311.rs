@@ -2,7 +2,7 @@
 //! Items are kept with their exact bytes; one that cannot be read is quarantined alone.
 
 use crate::pipeline::{Draft, phone, text};
-use crate::report::{Category, CategorySource, Location, LocationSource, Reporter};
+use crate::report::{Category, CategorySource, Reporter};
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -100,28 +100,7 @@ pub fn request(
         }
     };
     let address = s("address").map(|a| text::clean_text(&a));
-    let location = match (coord("lat"), coord("long")) {
-        (Some(lat), Some(lon))
-            if (-90.0..=90.0).contains(&lat)
-                && (-180.0..=180.0).contains(&lon)
-                && (lat, lon) != (0.0, 0.0) =>
-        {
-            Some(Location {
-                lat,
-                lon,
-                source: LocationSource::Feed,
-                accuracy_m: None,
-                address: address.clone(),
-                ward: None,
-                taken_at: None,
-            })
-        }
-        _ => None,
-    };
-    let mut full = description.clone();
-    if let Some(a) = address.as_deref().filter(|_| location.is_none()) {
-        full.push_str(&format!("\nĐịa chỉ: {a}"));
-    }
+    let (location, mut full) = super::place(coord("lat"), coord("long"), address, &description);
     let status = s("status").unwrap_or_default();
     if let Some(notes) = s("status_notes") {
         full.push_str(&format!(
