@@ -13,6 +13,18 @@ pub fn delay(attempt: u32, base: Duration, cap: Duration) -> Duration {
     half + Duration::from_millis(jitter)
 }
 
+/// How long a loop sleeps until `next_ms` (epoch ms) falls due: at least 10 ms, at most `idle`,
+/// and `idle` when nothing is scheduled.
+pub fn until(next_ms: Option<i64>, idle: Duration) -> Duration {
+    match next_ms {
+        Some(ms) => {
+            let now = chrono::Utc::now().timestamp_millis();
+            Duration::from_millis((ms - now).clamp(10, idle.as_millis() as i64) as u64)
+        }
+        None => idle,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -348,13 +348,9 @@ impl Acknowledger {
         })
         .await;
         // Short: `phananh acks retry` from another process is noticed within seconds.
-        let idle = Duration::from_secs(5);
-        match next {
-            Ok(Ok(Some(ms))) => {
-                let now = chrono::Utc::now().timestamp_millis();
-                Duration::from_millis((ms - now).clamp(10, idle.as_millis() as i64) as u64)
-            }
-            _ => idle,
-        }
+        crate::backoff::until(
+            next.ok().and_then(Result::ok).flatten(),
+            Duration::from_secs(5),
+        )
     }
 }

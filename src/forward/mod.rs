@@ -165,14 +165,10 @@ impl Forwarder {
             queries::next_due_ms(&conn, &sink)
         })
         .await;
-        let idle = Duration::from_secs(30);
-        match next {
-            Ok(Ok(Some(ms))) => {
-                let now = chrono::Utc::now().timestamp_millis();
-                Duration::from_millis((ms - now).clamp(10, idle.as_millis() as i64) as u64)
-            }
-            _ => idle,
-        }
+        crate::backoff::until(
+            next.ok().and_then(Result::ok).flatten(),
+            Duration::from_secs(30),
+        )
     }
 
     async fn due(&self) -> Result<Vec<OutboxRow>, StoreError> {
