@@ -41,6 +41,7 @@ pub struct Intake {
     email_defaults: std::sync::RwLock<EmailConfig>,
     health: crate::health::Health,
     webhooks: crate::channels::facebook::Webhooks,
+    classifier: Arc<crate::pipeline::classify::Classifier>,
 }
 
 impl Intake {
@@ -53,7 +54,15 @@ impl Intake {
             email_defaults: std::sync::RwLock::new(config.email_defaults()),
             health: Default::default(),
             webhooks: Default::default(),
+            classifier: Arc::new(crate::pipeline::classify::Classifier::new(
+                &config.daemon.categories,
+            )),
         }
+    }
+
+    /// Sets a draft's category by the configured keyword rules (a channel's own category stays).
+    pub fn classify(&self, draft: &mut Draft) {
+        self.classifier.apply(draft);
     }
 
     /// Where attachments are kept (channels that download media write there too).
@@ -214,6 +223,7 @@ impl Intake {
         let tz = self.tz;
         let default_category = self.default_category.clone();
         let media = self.media.clone();
+        let classifier = self.classifier.clone();
         let joined = tokio::task::spawn_blocking(move || -> Result<Outcome, std::io::Error> {
             if kind == ChannelKind::Facebook {
                 return Ok(facebook_outcome(&raw, &rules));
@@ -227,10 +237,11 @@ impl Intake {
             }
             let parsed = email::parse(&raw, &rules.email, tz, &default_category);
             Ok(match parsed {
-                Ok(email::Parsed::Report(draft, blobs)) => {
+                Ok(email::Parsed::Report(mut draft, blobs)) => {
                     for blob in &blobs {
                         media.put(blob)?;
                     }
+                    classifier.apply(&mut draft);
                     Outcome::Report(draft)
                 }
                 Ok(email::Parsed::Automated {

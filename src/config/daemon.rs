@@ -42,6 +42,8 @@ pub struct DaemonConfig {
     pub sinks: BTreeMap<String, SinkConfig>,
     #[serde(default)]
     pub categories: Vec<CategoryConfig>,
+    /// `[[categories]]` kept in a file of their own (relative to this file), instead of here.
+    pub categories_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -192,6 +194,17 @@ pub struct CategoryConfig {
     pub name: String,
     /// The agency this category routes to.
     pub unit: Option<String>,
+    /// Phrases that point to this category, with their weight: matched on folded text (case,
+    /// diacritics and đ/d ignored), so "o ga" finds "ổ gà".
+    #[serde(default)]
+    pub keywords: BTreeMap<String, f64>,
+}
+
+/// A file holding `[[categories]]` only (`categories_file`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CategoriesFile {
+    pub categories: Vec<CategoryConfig>,
 }
 
 fn default_state_dir() -> PathBuf {

@@ -19,8 +19,8 @@ pub use channel::{
     ImapConfig, MaildirConfig, TlsMode,
 };
 pub use daemon::{
-    CategoryConfig, ContactPolicy, DaemonConfig, DedupeConfig, EmailConfig, ForwardConfig,
-    SinkConfig, SinkKind, StoreConfig,
+    CategoriesFile, CategoryConfig, ContactPolicy, DaemonConfig, DedupeConfig, EmailConfig,
+    ForwardConfig, SinkConfig, SinkKind, StoreConfig,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use facebook::{FacebookConfig, FeedMode};
@@ -240,6 +240,19 @@ fn load_daemon(
 
     d.state_dir = resolve(base, &d.state_dir);
     d.channels_dir = resolve(base, &d.channels_dir);
+    if let Some(file) = d.categories_file.take().map(|f| resolve(base, &f)) {
+        if !d.categories.is_empty() {
+            errors.push(err(
+                "categories_file",
+                "categories come from categories_file or from [[categories]] here, not both".into(),
+            ));
+        }
+        match parse_file::<CategoriesFile>(&file) {
+            Ok((_, _, c)) => d.categories = c.categories,
+            Err(e) => errors.extend(e),
+        }
+        d.categories_file = Some(file);
+    }
     let tz = match d.time_zone.parse::<chrono_tz::Tz>() {
         Ok(tz) => Some(tz),
         Err(_) => {
@@ -286,6 +299,17 @@ fn load_daemon(
     }
     let mut codes = HashSet::new();
     for c in &d.categories {
+        if let Some((phrase, w)) = c.keywords.iter().find(|(p, w)| {
+            **w <= 0.0 || !w.is_finite() || crate::pipeline::text::dedupe_key(p).chars().count() < 2
+        }) {
+            errors.push(err(
+                "keywords",
+                format!(
+                    "category {:?}: keyword {phrase:?} = {w} must be a phrase of at least two letters with a weight above 0",
+                    c.code
+                ),
+            ));
+        }
         if !is_code(&c.code) {
             errors.push(err(
                 "code",

@@ -123,6 +123,7 @@ fn the_reference_files_and_readme_match_the_code() {
     };
     let defaults_with_categories = DaemonConfig {
         categories: from_file.categories.clone(),
+        categories_file: from_file.categories_file.clone(),
         ..defaults
     };
     assert_eq!(

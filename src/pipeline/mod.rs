@@ -1,6 +1,7 @@
 //! Pure functions over the record: text, phone numbers, places. No I/O here, so every rule is
 //! testable on its own and the fuzzers can reach it.
 
+pub mod classify;
 pub mod phone;
 pub mod place;
 pub mod text;

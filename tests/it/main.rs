@@ -3,6 +3,7 @@
 
 mod ack;
 mod backpressure;
+mod classify;
 mod cli;
 mod common;
 mod crash;

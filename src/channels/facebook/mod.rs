@@ -177,6 +177,7 @@ impl Assembler {
             self.intake.default_category(),
         );
         draft.reporter.name = sender;
+        self.intake.classify(&mut draft);
         let receipt = self
             .intake
             .store()

@@ -248,6 +248,7 @@ impl Poller {
         let (body, created) =
             match mapped::item(&raw, m, self.intake.tz(), self.intake.default_category()) {
                 Ok(mut it) => {
+                    self.intake.classify(&mut it.draft);
                     for url in &it.media_urls {
                         let (media, omitted) = self.media(url).await;
                         it.draft.media.extend(media);
@@ -510,6 +511,7 @@ impl Poller {
             self.intake.default_category(),
         ) {
             Ok(mut r) => {
+                self.intake.classify(&mut r.draft);
                 if let Some(url) = &r.media_url {
                     let (media, omitted) = self.media(url).await;
                     r.draft.media.extend(media);
