@@ -51,6 +51,39 @@ impl MediaStore {
     }
 }
 
+/// A downloaded file kept as media: type sniffed from the bytes (else the server's), written
+/// durably, and hashed for photo matching, all off the async threads.
+pub async fn keep(
+    store: std::sync::Arc<MediaStore>,
+    bytes: Vec<u8>,
+    declared: Option<String>,
+    name: Option<String>,
+) -> std::io::Result<crate::report::Media> {
+    tokio::task::spawn_blocking(move || {
+        let content_type = infer::get(&bytes)
+            .map(|t| t.mime_type().to_string())
+            .or(declared)
+            .unwrap_or_else(|| "application/octet-stream".into());
+        let blob = Blob {
+            sha256: crate::pipeline::sha256_hex(&bytes),
+            bytes,
+        };
+        store.put(&blob)?;
+        Ok(crate::report::Media {
+            phash: content_type
+                .starts_with("image/")
+                .then(|| crate::pipeline::photo::phash(&blob.bytes))
+                .flatten(),
+            sha256: blob.sha256,
+            content_type,
+            size: blob.bytes.len() as u64,
+            name,
+        })
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
 /// fsync a folder so a rename into it survives power loss.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

@@ -3,6 +3,7 @@
 
 pub mod classify;
 pub mod phone;
+pub mod photo;
 pub mod place;
 pub mod text;
 

@@ -314,12 +314,16 @@ fn attachments(
                 taken_at: p.taken_at,
             });
         }
+        let phash = content_type
+            .starts_with("image/")
+            .then(|| crate::pipeline::photo::phash(bytes))
+            .flatten();
         media.push(Media {
             sha256: sha.clone(),
             content_type,
             size,
             name,
-            phash: None,
+            phash,
         });
         blobs.push(Blob {
             sha256: sha,

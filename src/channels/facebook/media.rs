@@ -5,7 +5,7 @@
 use super::event::Fragment;
 use crate::fetch::{FetchError, Fetcher};
 use crate::media::MediaStore;
-use crate::pipeline::{Blob, sha256_hex};
+
 use crate::report::{Media, OmittedMedia};
 use std::sync::Arc;
 
@@ -22,27 +22,10 @@ pub async fn collect(
         let name = a.title.clone().or_else(|| file_name(url));
         match fetcher.get(url).await {
             Ok(got) => {
-                let content_type = infer::get(&got.bytes)
-                    .map(|t| t.mime_type().to_string())
-                    .or(got.content_type)
-                    .unwrap_or_else(|| "application/octet-stream".into());
-                let blob = Blob {
-                    sha256: sha256_hex(&got.bytes),
-                    bytes: got.bytes,
-                };
-                let s = store.clone();
-                let kept = blob.clone();
-                tokio::task::spawn_blocking(move || s.put(&kept))
-                    .await
-                    .map_err(std::io::Error::other)??;
-                if !media.iter().any(|m| m.sha256 == blob.sha256) {
-                    media.push(Media {
-                        sha256: blob.sha256,
-                        content_type,
-                        size: blob.bytes.len() as u64,
-                        name,
-                        phash: None,
-                    });
+                let m =
+                    crate::media::keep(store.clone(), got.bytes, got.content_type, name).await?;
+                if !media.iter().any(|x| x.sha256 == m.sha256) {
+                    media.push(m);
                 }
             }
             Err(e) => {

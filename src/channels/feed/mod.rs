@@ -10,7 +10,7 @@ use crate::config::FeedConfig;
 use crate::fetch::Fetcher;
 use crate::health::State;
 use crate::intake::Intake;
-use crate::pipeline::{Blob, sha256_hex};
+use crate::pipeline::sha256_hex;
 use crate::report::{Media, OmittedMedia};
 use crate::store::feeds::{self, FeedCursor};
 use crate::store::{Submission, SubmissionBody};
@@ -534,28 +534,16 @@ impl Poller {
             .filter(|s| !s.is_empty());
         match self.fetcher.get(url).await {
             Ok(got) => {
-                let content_type = infer::get(&got.bytes)
-                    .map(|t| t.mime_type().to_string())
-                    .or(got.content_type)
-                    .unwrap_or_else(|| "application/octet-stream".into());
-                let blob = Blob {
-                    sha256: sha256_hex(&got.bytes),
-                    bytes: got.bytes,
-                };
-                let store = self.intake.media().clone();
-                let kept = blob.clone();
-                match tokio::task::spawn_blocking(move || store.put(&kept)).await {
-                    Ok(Ok(())) => (
-                        vec![Media {
-                            sha256: blob.sha256,
-                            content_type,
-                            size: blob.bytes.len() as u64,
-                            name,
-                            phash: None,
-                        }],
-                        vec![],
-                    ),
-                    _ => (vec![], vec![omitted(name, "unavailable", 0)]),
+                match crate::media::keep(
+                    self.intake.media().clone(),
+                    got.bytes,
+                    got.content_type,
+                    name.clone(),
+                )
+                .await
+                {
+                    Ok(m) => (vec![m], vec![]),
+                    Err(_) => (vec![], vec![omitted(name, "unavailable", 0)]),
                 }
             }
             Err(e) => {
