@@ -65,6 +65,11 @@ impl Intake {
         self.classifier.apply(draft);
     }
 
+    /// The same, from the citizen's own words given apart from the draft.
+    pub fn classify_text(&self, draft: &mut Draft, text: &str) {
+        self.classifier.apply_text(draft, text);
+    }
+
     /// Where attachments are kept (channels that download media write there too).
     pub fn media(&self) -> &Arc<MediaStore> {
         &self.media

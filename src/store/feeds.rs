@@ -15,12 +15,14 @@ pub struct FeedCursor {
     pub done_until: String,
     pub pending_end: Option<String>,
     pub next_page: u32,
+    /// The page size `next_page` counts in: a changed `page_size` restarts the window.
+    pub page_size: u32,
 }
 
 pub fn cursor(conn: &Connection, channel: &str) -> Result<Option<FeedCursor>, StoreError> {
     Ok(conn
         .prepare_cached(
-            "SELECT done_until, pending_end, next_page FROM feed_cursors WHERE channel = ?1",
+            "SELECT done_until, pending_end, next_page, page_size FROM feed_cursors WHERE channel = ?1",
         )?
         .query_row([channel], |r| {
             Ok(FeedCursor {
@@ -28,6 +30,7 @@ pub fn cursor(conn: &Connection, channel: &str) -> Result<Option<FeedCursor>, St
                 done_until: r.get(0)?,
                 pending_end: r.get(1)?,
                 next_page: r.get(2)?,
+                page_size: r.get(3)?,
             })
         })
         .optional()?)
@@ -35,11 +38,19 @@ pub fn cursor(conn: &Connection, channel: &str) -> Result<Option<FeedCursor>, St
 
 pub(super) fn set_cursor(conn: &Connection, c: &FeedCursor) -> Result<(), StoreError> {
     conn.prepare_cached(
-        "INSERT INTO feed_cursors (channel, done_until, pending_end, next_page) VALUES (?1, ?2, ?3, ?4)
+        "INSERT INTO feed_cursors (channel, done_until, pending_end, next_page, page_size)
+         VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (channel) DO UPDATE SET done_until = excluded.done_until,
-           pending_end = excluded.pending_end, next_page = excluded.next_page",
+           pending_end = excluded.pending_end, next_page = excluded.next_page,
+           page_size = excluded.page_size",
     )?
-    .execute(params![c.channel, c.done_until, c.pending_end, c.next_page])?;
+    .execute(params![
+        c.channel,
+        c.done_until,
+        c.pending_end,
+        c.next_page,
+        c.page_size
+    ])?;
     Ok(())
 }
 

@@ -185,7 +185,9 @@ pub fn migrations() -> Migrations<'static> {
                 channel        TEXT PRIMARY KEY,
                 done_until     TEXT NOT NULL,
                 pending_end    TEXT,
-                next_page      INTEGER NOT NULL DEFAULT 1
+                next_page      INTEGER NOT NULL DEFAULT 1,
+                -- The page size the pending page number counts in.
+                page_size      INTEGER NOT NULL DEFAULT 0
             );
             "#,
         ),

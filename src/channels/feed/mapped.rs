@@ -47,6 +47,8 @@ pub struct Item {
     pub draft: Draft,
     pub media_urls: Vec<String>,
     pub created: String,
+    /// What the citizen wrote (for the category rules; without the address).
+    pub citizen_text: String,
 }
 
 pub fn item(
@@ -144,9 +146,11 @@ pub fn item(
         text_key: draft.dedupe_key(),
         ..draft
     };
+    let citizen_text = format!("{}\n{description}", draft.title);
     Ok(Item {
         key: format!("json:{id}@{}", updated.unwrap_or_else(|| created.clone())),
         draft,
+        citizen_text,
         media_urls,
         created,
     })

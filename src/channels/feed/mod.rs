@@ -22,6 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Attempts at one page before the round gives up (the next round starts from the same place).
 const PAGE_ATTEMPTS: u32 = 4;
+/// Pages asked in one round at most; a longer feed goes on at the next round, from where it was.
+const MAX_PAGES: u32 = 200;
+/// Open311 servers cap an answer at this many requests (the spec's default).
+const OPEN311_CAP: usize = 1000;
 
 pub async fn run(
     name: &str,
@@ -61,7 +65,8 @@ pub async fn run(
 }
 
 enum Got {
-    Body(Vec<u8>),
+    /// The bytes, and the answer's validators (kept once the round is stored).
+    Body(Vec<u8>, Option<Validators>),
     /// 304: nothing changed since the last answer.
     NotModified,
 }
@@ -80,8 +85,10 @@ struct Poller {
     client: reqwest::Client,
     limiter: DefaultDirectRateLimiter,
     fetcher: Fetcher,
-    /// The last first-page answer's validators (JSON feeds).
+    /// The last complete round's validators (JSON feeds without paging).
     validators: std::sync::Mutex<Option<Validators>>,
+    /// The header from `auth_header_file`, read once per round.
+    auth: std::sync::Mutex<Option<(String, String)>>,
 }
 
 /// The URL an answer was for, its ETag and its Last-Modified.
@@ -93,7 +100,27 @@ impl Poller {
             .tls_backend_preconfigured(crate::fetch::tls_config())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
+            // Redirects only within the feed's own origin: the auth header never leaves it, and a
+            // redirect cannot reach another host (or a private address) on our behalf.
+            .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                let origin = attempt.previous().first().map(|u| {
+                    (
+                        u.scheme().to_string(),
+                        u.host_str().map(str::to_string),
+                        u.port_or_known_default(),
+                    )
+                });
+                let here = (
+                    attempt.url().scheme().to_string(),
+                    attempt.url().host_str().map(str::to_string),
+                    attempt.url().port_or_known_default(),
+                );
+                if attempt.previous().len() <= 3 && origin.as_ref() == Some(&here) {
+                    attempt.follow()
+                } else {
+                    attempt.stop()
+                }
+            }))
             .build()?;
         let rate = NonZeroU32::new(cfg.rate_per_second.max(1)).expect("at least 1");
         Ok(Self {
@@ -104,11 +131,27 @@ impl Poller {
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             fetcher: Fetcher::new(&cfg.media_hosts, cfg.max_media_size, cfg.timeout),
             validators: Default::default(),
+            auth: Default::default(),
         })
     }
 
     /// One round; returns the items newly stored.
     async fn poll(&self, cancel: &CancellationToken) -> Result<usize, Failure> {
+        let auth = match &self.cfg.auth_header_file {
+            None => None,
+            Some(file) => {
+                let f = file.clone();
+                let line = tokio::task::spawn_blocking(move || std::fs::read_to_string(f))
+                    .await
+                    .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?
+                    .map_err(|e| Failure::Operator(format!("cannot read auth_header_file: {e}")))?;
+                let (k, v) = line.trim().split_once(':').ok_or_else(|| {
+                    Failure::Operator("auth_header_file must hold one `Name: value` line".into())
+                })?;
+                Some((k.trim().to_string(), v.trim().to_string()))
+            }
+        };
+        *self.auth.lock().expect("auth lock") = auth;
         match self.cfg.format {
             crate::config::FeedFormat::Open311 => self.poll_open311(cancel).await,
             crate::config::FeedFormat::Json => self.poll_json(cancel).await,
@@ -142,18 +185,37 @@ impl Poller {
         let mut page = cur.as_ref().map_or(1, |c| c.next_page.max(1));
         let mut newest = since.clone();
         let mut stored = 0;
-        loop {
+        // ETags only where one URL is the whole feed: with paging, page 1 unchanged says nothing
+        // about the others.
+        let conditional = m.next.is_none() && m.cursor.is_none() && m.page_param.is_none();
+        let mut previous: Option<Vec<u8>> = None;
+        for _ in 0..MAX_PAGES {
             if cancel.is_cancelled() {
                 return Ok(stored);
             }
-            let first = pending.is_none() && page == 1;
-            let url = self.json_url(&m, &since, pending.as_deref(), page)?;
-            let body = match self.get(url, page, first).await? {
+            let url = self.json_url(
+                &m,
+                &self.since_with_overlap(&since),
+                pending.as_deref(),
+                page,
+            )?;
+            let (body, validators) = match self.get(url, page, conditional).await? {
                 Got::NotModified => return Ok(stored),
-                Got::Body(b) => b,
+                Got::Body(b, v) => (b, v),
             };
-            let parsed = mapped::page(&body, &m).map_err(|e| self.broken(page, &e))?;
-            let empty = parsed.items.is_empty();
+            let fingerprint = sha256_hex(&body).into_bytes();
+            let mapping = m.clone();
+            let parsed = tokio::task::spawn_blocking(move || mapped::page(&body, &mapping))
+                .await
+                .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?
+                .map_err(|e| self.broken(page, &e))?;
+            // A server that ignores the cursor or the page number answers the same page again.
+            let repeated = previous.as_ref() == Some(&fingerprint);
+            previous = Some(fingerprint);
+            let empty = parsed.items.is_empty() || repeated;
+            if repeated {
+                tracing::warn!(channel = %self.name, page, "The feed answered the same page again; it seems to ignore paging. The round ends here.");
+            }
             let mut items = Vec::with_capacity(parsed.items.len());
             for raw in parsed.items {
                 let (sub, created) = self.json_submission(raw.raw, &m).await;
@@ -170,6 +232,8 @@ impl Poller {
                 parsed
                     .next
                     .filter(|_| m.next.is_some() || m.cursor.is_some())
+                    // The same cursor or link again, or nothing on this page: the end.
+                    .filter(|n| !empty && pending.as_deref() != Some(n.as_str()))
             };
             let last = next.is_none();
             let cursor = FeedCursor {
@@ -188,9 +252,14 @@ impl Poller {
                 } else {
                     1
                 },
+                page_size: 0,
             };
             stored += self.commit(items, cursor).await?;
             if last {
+                // Only now, with everything stored: a 304 next time means nothing unread.
+                if conditional {
+                    *self.validators.lock().expect("validators lock") = validators;
+                }
                 return Ok(stored);
             }
             if m.page_param.is_some() {
@@ -198,6 +267,20 @@ impl Poller {
             } else {
                 pending = next;
             }
+        }
+        // Many pages: the rest at the next round, from the saved place.
+        Ok(stored)
+    }
+
+    /// The `since` to send: the newest creation time seen, less `overlap` (items created earlier
+    /// can become visible later: offline apps, moderation); repeats are recognised anyway.
+    fn since_with_overlap(&self, since: &str) -> String {
+        let tz = self.intake.tz();
+        match mapped::time(since, tz) {
+            Some(t) => (t - chrono::Duration::from_std(self.cfg.overlap).unwrap_or_default())
+                .with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
+            None => since.to_string(),
         }
     }
 
@@ -216,7 +299,10 @@ impl Poller {
             let url = base.join(next).map_err(|e| {
                 Failure::Later(format!("a bad next link: {e}"), self.cfg.poll_interval)
             })?;
-            if url.host_str() != base.host_str() || url.scheme() != base.scheme() {
+            if url.host_str() != base.host_str()
+                || url.scheme() != base.scheme()
+                || url.port_or_known_default() != base.port_or_known_default()
+            {
                 return Err(Failure::Later(
                     "the next-page link points to another host; not followed".into(),
                     self.cfg.poll_interval,
@@ -248,7 +334,7 @@ impl Poller {
         let (body, created) =
             match mapped::item(&raw, m, self.intake.tz(), self.intake.default_category()) {
                 Ok(mut it) => {
-                    self.intake.classify(&mut it.draft);
+                    self.intake.classify_text(&mut it.draft, &it.citizen_text);
                     for url in &it.media_urls {
                         let (media, omitted) = self.media(url).await;
                         it.draft.media.extend(media);
@@ -322,19 +408,39 @@ impl Poller {
             Some(c) => {
                 let done = parse(&c.done_until).unwrap_or(backlog);
                 match c.pending_end.as_deref().and_then(parse) {
-                    Some(pending) => (done - overlap, pending, c.next_page.max(1)),
+                    // Resumed in the page size it was counted in; if that changed, from page 1.
+                    Some(pending) if c.page_size == self.cfg.page_size => {
+                        (done - overlap, pending, c.next_page.max(1))
+                    }
+                    Some(pending) => (done - overlap, pending, 1),
                     None => (done - overlap, now, 1),
                 }
             }
         };
         let mut stored = 0;
-        loop {
+        let mut previous: Option<String> = None;
+        for _ in 0..MAX_PAGES {
             if cancel.is_cancelled() {
                 return Ok(stored);
             }
             let body = self.page(&stamp(start), &stamp(end), page).await?;
-            let raws = open311::page(&body).map_err(|e| self.broken(page, &e))?;
-            let last = self.cfg.page_size == 0 || raws.len() < self.cfg.page_size as usize;
+            let fingerprint = sha256_hex(&body);
+            let raws = tokio::task::spawn_blocking(move || open311::page(&body))
+                .await
+                .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?
+                .map_err(|e| self.broken(page, &e))?;
+            // Paging is an extension: a server that ignores it answers the same page again.
+            let repeated = previous.as_deref() == Some(fingerprint.as_str());
+            previous = Some(fingerprint);
+            if repeated {
+                tracing::warn!(channel = %self.name, page, "The Open311 server answered the same page again; it seems to ignore page/page_size. Set page_size = 0 and a shorter poll_interval.");
+            }
+            if self.cfg.page_size == 0 && raws.len() >= OPEN311_CAP {
+                tracing::warn!(channel = %self.name, items = raws.len(), "An Open311 answer at the server's cap: the window may have been cut short. Use page_size (if the server pages) or a shorter poll_interval.");
+            }
+            // The end is an empty page (a short one may only be the server's own limit).
+            let last = self.cfg.page_size == 0 || raws.is_empty() || repeated;
+            let raws = if repeated { Vec::new() } else { raws };
             let mut items = Vec::with_capacity(raws.len());
             for raw in raws {
                 items.push(self.submission(raw.raw).await);
@@ -349,6 +455,7 @@ impl Poller {
                 },
                 pending_end: (!last).then(|| stamp(end)),
                 next_page: if last { 1 } else { page + 1 },
+                page_size: self.cfg.page_size,
             };
             stored += self.commit(items, cursor).await?;
             if last {
@@ -356,6 +463,8 @@ impl Poller {
             }
             page += 1;
         }
+        // Many pages: the rest at the next round, from the saved place.
+        Ok(stored)
     }
 
     /// One Open311 page's bytes.
@@ -372,8 +481,10 @@ impl Poller {
             }
         }
         match self.get(url, page, false).await? {
-            Got::Body(b) => Ok(b),
-            Got::NotModified => Ok(b"[]".to_vec()),
+            Got::Body(b, _) => Ok(b),
+            Got::NotModified => {
+                Err(self.broken(page, "a 304 to a request that was not conditional"))
+            }
         }
     }
 
@@ -398,13 +509,8 @@ impl Poller {
                     }
                 }
             }
-            if let Some(file) = &self.cfg.auth_header_file {
-                let line = std::fs::read_to_string(file)
-                    .map_err(|e| Failure::Operator(format!("cannot read auth_header_file: {e}")))?;
-                let (k, v) = line.trim().split_once(':').ok_or_else(|| {
-                    Failure::Operator("auth_header_file must hold one `Name: value` line".into())
-                })?;
-                req = req.header(k.trim(), v.trim());
+            if let Some((k, v)) = self.auth.lock().expect("auth lock").clone() {
+                req = req.header(k, v);
             }
             let backoff =
                 crate::backoff::delay(attempt, Duration::from_secs(1), Duration::from_secs(60));
@@ -419,14 +525,16 @@ impl Poller {
                             "cannot connect"
                         }
                     );
-                    tokio::time::sleep(backoff).await;
+                    if attempt < PAGE_ATTEMPTS {
+                        tokio::time::sleep(backoff).await;
+                    }
                     continue;
                 }
             };
             let status = resp.status().as_u16();
             match status {
                 200 => {}
-                304 => return Ok(Got::NotModified),
+                304 if conditional => return Ok(Got::NotModified),
                 401 | 403 => {
                     return Err(Failure::Operator(format!("HTTP {status}")));
                 }
@@ -437,12 +545,16 @@ impl Poller {
                         return Err(Failure::Later(format!("HTTP {status}, Retry-After"), wait));
                     }
                     last_error = format!("HTTP {status}");
-                    tokio::time::sleep(wait).await;
+                    if attempt < PAGE_ATTEMPTS {
+                        tokio::time::sleep(wait).await;
+                    }
                     continue;
                 }
                 s if s >= 500 => {
                     last_error = format!("HTTP {status}");
-                    tokio::time::sleep(backoff).await;
+                    if attempt < PAGE_ATTEMPTS {
+                        tokio::time::sleep(backoff).await;
+                    }
                     continue;
                 }
                 other => {
@@ -464,19 +576,19 @@ impl Poller {
                 header(reqwest::header::LAST_MODIFIED),
             );
             match self.body(resp).await {
-                Ok(b) => {
-                    if conditional {
-                        *self.validators.lock().expect("validators lock") = Some(validators);
-                    }
-                    return Ok(Got::Body(b));
-                }
+                Ok(b) => return Ok(Got::Body(b, Some(validators))),
                 Err(e) => {
                     last_error = e;
-                    tokio::time::sleep(backoff).await;
+                    if attempt < PAGE_ATTEMPTS {
+                        tokio::time::sleep(backoff).await;
+                    }
                 }
             }
         }
-        Err(Failure::Later(last_error, Duration::from_secs(60)))
+        Err(Failure::Later(
+            last_error,
+            self.cfg.poll_interval.max(Duration::from_secs(60)),
+        ))
     }
 
     async fn body(&self, mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
@@ -511,7 +623,7 @@ impl Poller {
             self.intake.default_category(),
         ) {
             Ok(mut r) => {
-                self.intake.classify(&mut r.draft);
+                self.intake.classify_text(&mut r.draft, &r.citizen_text);
                 if let Some(url) = &r.media_url {
                     let (media, omitted) = self.media(url).await;
                     r.draft.media.extend(media);

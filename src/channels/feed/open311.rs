@@ -48,6 +48,8 @@ pub struct Request {
     pub key: String,
     pub draft: Draft,
     pub media_url: Option<String>,
+    /// What the citizen wrote (for the category rules; without address and status notes).
+    pub citizen_text: String,
 }
 
 pub fn request(
@@ -134,9 +136,16 @@ pub fn request(
         ..draft
     };
     Ok(Request {
-        key: format!("open311:{id}@{}", version.to_rfc3339()),
+        // In UTC: the same moment written with another offset is the same version.
+        key: format!(
+            "open311:{id}@{}",
+            version
+                .with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
         draft,
         media_url: s("media_url"),
+        citizen_text: format!("{}\n{description}", service_name.unwrap_or_default()),
     })
 }
 
@@ -164,7 +173,7 @@ mod tests {
         assert_eq!(items.len(), 2);
         let codes = BTreeMap::from([("001".to_string(), "ha_tang_do_thi".to_string())]);
         let r = request(&items[0].raw, &codes, chrono_tz::Asia::Ho_Chi_Minh, "x").unwrap();
-        assert_eq!(r.key, "open311:638344@2026-11-26T09:00:00+07:00");
+        assert_eq!(r.key, "open311:638344@2026-11-26T02:00:00Z");
         assert_eq!(r.draft.title, "Đèn đường hỏng trên đường Lê Lợi");
         assert_eq!(r.draft.category.code, "ha_tang_do_thi");
         let loc = r.draft.location.unwrap();
