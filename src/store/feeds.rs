@@ -19,6 +19,34 @@ pub struct FeedCursor {
     pub page_size: u32,
 }
 
+/// Whether a version newer than `key`'s (`<id>@<version>`) is already stored. Versions are
+/// compared as times when both read as RFC 3339, else not at all (taken as new).
+fn is_stale(conn: &Connection, channel: &str, key: &str) -> Result<bool, StoreError> {
+    let Some((id, version)) = key.rsplit_once('@') else {
+        return Ok(false);
+    };
+    let Ok(this) = chrono::DateTime::parse_from_rfc3339(version) else {
+        return Ok(false);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT external_id FROM inbox WHERE channel = ?1 AND external_id > ?2 AND external_id < ?3",
+    )?;
+    let prefix = format!("{id}@");
+    let rows = stmt.query_map(params![channel, prefix, format!("{id}A")], |r| {
+        r.get::<_, String>(0)
+    })?;
+    for other in rows {
+        let other = other?;
+        if let Some(v) = other.strip_prefix(&prefix)
+            && let Ok(t) = chrono::DateTime::parse_from_rfc3339(v)
+            && t > this
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 pub fn cursor(conn: &Connection, channel: &str) -> Result<Option<FeedCursor>, StoreError> {
     Ok(conn
         .prepare_cached(
@@ -54,15 +82,25 @@ pub(super) fn set_cursor(conn: &Connection, c: &FeedCursor) -> Result<(), StoreE
     Ok(())
 }
 
-/// A feed item: new → a report; a newer version of one already stored → an update of its report.
+/// A feed item: new → a report; a newer version of one already stored → an update of its report;
+/// an older version (a stale cache, a lagging replica) → kept, marked `stale_version`, and the
+/// report left as it is.
 pub(super) fn item(
     conn: &Connection,
     settings: &StoreSettings,
     s: &Submission,
     inbox_id: i64,
+    key: &str,
     draft: &Draft,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Outcome, StoreError> {
+    if is_stale(conn, &s.channel, key)? {
+        conn.prepare_cached("UPDATE inbox SET automated = 'stale_version' WHERE id = ?1")?
+            .execute([inbox_id])?;
+        return Ok(Outcome::Automated {
+            rule: "stale_version".into(),
+        });
+    }
     let earlier: Option<String> = conn
         .prepare_cached(
             "SELECT coalesce(duplicate_of, id) FROM reports WHERE channel = ?1 AND external_id = ?2

@@ -401,7 +401,7 @@ fn submit(
                 return Ok(r);
             }
             let inbox_id = insert_inbox(conn, &s, key, "stored", None, received_at)?;
-            let outcome = super::feeds::item(conn, settings, &s, inbox_id, draft, now)?;
+            let outcome = super::feeds::item(conn, settings, &s, inbox_id, key, draft, now)?;
             Ok(Receipt {
                 inbox_id,
                 outcome,

@@ -151,6 +151,16 @@ fn a_request_closed_later_updates_its_report() {
             empty(),
             page("open311-updated.json"),
             empty(),
+            // A lagging replica serves an older version, never seen: it must not undo the update.
+            Answer::ok(
+                "application/json",
+                String::from_utf8(page("open311-updated.json").body)
+                    .unwrap()
+                    .replace("2026-11-27T10:30:00+07:00", "2026-11-27T09:00:00+07:00")
+                    .replace("\"closed\"", "\"open\"")
+                    .into_bytes(),
+            ),
+            empty(),
         ],
     );
     let env = env(&server, "");
@@ -174,6 +184,19 @@ fn a_request_closed_later_updates_its_report() {
         "{update}"
     );
     assert_eq!(count(&env, "SELECT count(*) FROM reports"), 2);
+    assert!(
+        wait_for(Duration::from_secs(20), || count(
+            &env,
+            "SELECT count(*) FROM inbox WHERE automated = 'stale_version'"
+        ) == 1),
+        "{}",
+        env.log()
+    );
+    assert_eq!(
+        env.spool_events().len(),
+        3,
+        "the old version changes nothing"
+    );
 }
 
 #[test]
