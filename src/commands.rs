@@ -97,6 +97,10 @@ fn rules_for(config: &Config, channel: Option<&config::ChannelConfig>) -> ParseR
         email: channel.map_or_else(|| config.email_defaults(), |c| config.email_limits(c)),
         acknowledge: channel.is_some_and(|c| c.ack().is_some()),
         facebook: None,
+        feed: channel.and_then(|c| match &c.settings {
+            config::ChannelSettings::Feed(f) => Some(f.clone()),
+            _ => None,
+        }),
     }
 }
 

@@ -31,6 +31,8 @@ pub struct ParseRules {
     pub acknowledge: bool,
     /// Set for Facebook channels.
     pub facebook: Option<crate::channels::facebook::Rules>,
+    /// Set for feed channels (for `quarantine retry`: the poller reads its own items).
+    pub feed: Option<crate::config::FeedConfig>,
 }
 
 pub struct Intake {
@@ -127,6 +129,7 @@ impl Intake {
                 bounce,
             },
             Outcome::Reject(reason) => SubmissionBody::Quarantine { reason },
+            Outcome::FeedItem { key, draft } => SubmissionBody::FeedItem { key, draft },
             Outcome::Fragment {
                 external_id,
                 psid,
@@ -189,7 +192,8 @@ impl Intake {
         rules: &ParseRules,
     ) -> Result<Result<Receipt, String>, IntakeError> {
         let raw = Arc::new(raw);
-        match self.parse(kind, raw.clone(), rules).await? {
+        let parsed = self.parse(kind, raw.clone(), rules).await?;
+        match parsed {
             Outcome::Reject(reason) => Ok(Err(reason)),
             // Left in quarantine: a machine's mail is not a report however often it is retried.
             Outcome::Automated { rule, .. } => {
@@ -198,7 +202,11 @@ impl Intake {
             Outcome::Fragment { .. } | Outcome::Edit { .. } => Ok(Err(
                 "a Messenger message: the webhook takes it again when Meta re-sends it".into(),
             )),
-            Outcome::Report(draft) => {
+            Outcome::Report(_) | Outcome::FeedItem { .. } => {
+                let (draft, key) = match parsed_report(parsed) {
+                    Some(x) => x,
+                    None => return Ok(Err("nothing to store".into())),
+                };
                 let raw = Arc::try_unwrap(raw).unwrap_or_else(|a| (*a).clone());
                 let received_at = chrono::Utc::now().with_timezone(&self.tz).fixed_offset();
                 let submission = Submission {
@@ -208,7 +216,11 @@ impl Intake {
                     raw,
                     source_ref: None,
                     received_at,
-                    body: SubmissionBody::Retry { inbox_id, draft },
+                    body: SubmissionBody::Retry {
+                        inbox_id,
+                        draft,
+                        key,
+                    },
                     acknowledge: rules.acknowledge,
                 };
                 Ok(Ok(self.store.submit(submission).await?))
@@ -234,11 +246,23 @@ impl Intake {
                 return Ok(facebook_outcome(&raw, &rules));
             }
             if kind == ChannelKind::Feed {
-                // Feed items are read when polled; a quarantined one is read again when the feed
-                // serves it again (a changed version), not here.
-                return Ok(Outcome::Reject(
-                    "feed items are taken when polled; this one is kept for review".into(),
-                ));
+                // Read again with the channel's current settings (a mapping fixed since, say).
+                // Photos by URL are not fetched here: the report lists none.
+                return Ok(match &rules.feed {
+                    Some(cfg) => {
+                        match crate::channels::feed::read_item(&raw, cfg, tz, &default_category) {
+                            Ok((mut draft, text, key)) => {
+                                classifier.apply_text(&mut draft, &text);
+                                Outcome::FeedItem {
+                                    key,
+                                    draft: Box::new(draft),
+                                }
+                            }
+                            Err(reason) => Outcome::Reject(reason),
+                        }
+                    }
+                    None => Outcome::Reject("the feed channel is no longer configured".into()),
+                });
             }
             let parsed = email::parse(&raw, &rules.email, tz, &default_category);
             Ok(match parsed {
@@ -368,8 +392,22 @@ fn feed_outcome(
     }
 }
 
+/// A report's draft, and its key when it is a feed item.
+fn parsed_report(o: Outcome) -> Option<(Box<Draft>, Option<String>)> {
+    match o {
+        Outcome::Report(d) => Some((d, None)),
+        Outcome::FeedItem { key, draft } => Some((draft, Some(key))),
+        _ => None,
+    }
+}
+
 /// What parsing made of an item.
 enum Outcome {
+    /// A feed item read again (`quarantine retry`).
+    FeedItem {
+        key: String,
+        draft: Box<Draft>,
+    },
     Report(Box<Draft>),
     Automated {
         rule: String,

@@ -138,6 +138,8 @@ pub enum SubmissionBody {
     Retry {
         inbox_id: i64,
         draft: Box<Draft>,
+        /// A feed item's key (`<id>@<version>`); others are keyed by the draft's external id.
+        key: Option<String>,
     },
 }
 

@@ -424,7 +424,10 @@ fn submit(
         SubmissionBody::Retry {
             inbox_id,
             ref draft,
+            ref key,
         } => {
+            let feed_key = key.clone();
+            let key = key.as_deref().unwrap_or(&draft.external_id);
             let status: Option<String> = conn
                 .query_row("SELECT status FROM inbox WHERE id = ?1", [inbox_id], |r| {
                     r.get(0)
@@ -442,7 +445,7 @@ fn submit(
             // The same message may have arrived again intact meanwhile (under its Message-ID):
             // then this copy points at the report made then. Without a Message-ID the key is the
             // content hash, which finds this very row: that is not a second arrival.
-            if let Some(mut r) = existing_receipt(conn, &s.channel, &draft.external_id)?
+            if let Some(mut r) = existing_receipt(conn, &s.channel, key)?
                 && r.inbox_id != inbox_id
             {
                 let report_id = match &r.outcome {
@@ -467,9 +470,12 @@ fn submit(
             }
             conn.execute(
                 "UPDATE inbox SET status = 'stored', reason = NULL, external_id = ?2 WHERE id = ?1",
-                params![inbox_id, draft.external_id],
+                params![inbox_id, key],
             )?;
-            let outcome = store_report(conn, settings, &s, inbox_id, draft, now)?;
+            let outcome = match &feed_key {
+                Some(k) => super::feeds::item(conn, settings, &s, inbox_id, k, draft, now)?,
+                None => store_report(conn, settings, &s, inbox_id, draft, now)?,
+            };
             Ok(Receipt {
                 inbox_id,
                 outcome,

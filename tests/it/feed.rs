@@ -570,3 +570,43 @@ fn a_redirect_to_another_host_is_not_followed() {
     );
     assert_eq!(count(&env, "SELECT count(*) FROM inbox"), 0);
 }
+
+#[test]
+fn items_quarantined_by_a_wrong_mapping_are_taken_after_the_fix() {
+    let server = Stub::start();
+    server.sequence(
+        APP,
+        vec![page("app-page1.json"), page("app-page2.json"), empty()],
+    );
+    let env = app_env(&server, "/data/items");
+    let file = env.path("channels/app.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    // A valid pointer to the wrong place: every item is quarantined ("no created time").
+    std::fs::write(
+        &file,
+        good.replace("created = \"/created_at\"", "created = \"/created\""),
+    )
+    .unwrap();
+    let d = env.start();
+    assert!(
+        wait_for(Duration::from_secs(20), || count(
+            &env,
+            "SELECT count(*) FROM inbox WHERE status = 'quarantined'"
+        ) == 3),
+        "{}",
+        env.log()
+    );
+    drop(d);
+    std::fs::write(&file, good).unwrap();
+    let out = env.cli_ok(&["quarantine", "retry", "--all"]);
+    assert_eq!(out.matches("new report").count(), 3, "{out}");
+    assert_eq!(count(&env, "SELECT count(*) FROM reports"), 3);
+    let keys: i64 = count(
+        &env,
+        "SELECT count(*) FROM inbox WHERE external_id = 'json:9001@2026-11-26 08:15:00'",
+    );
+    assert_eq!(
+        keys, 1,
+        "stored under the item's own key, so the feed's repeat is recognised"
+    );
+}

@@ -58,6 +58,7 @@ impl Endpoint {
                     update_window: cfg.update_window,
                     feed: cfg.feed,
                 }),
+                feed: None,
             },
             intake,
         })

@@ -680,6 +680,26 @@ fn omitted(name: Option<String>, reason: &str, size: u64) -> OmittedMedia {
     }
 }
 
+/// One stored item read again with the channel's settings (for `quarantine retry`): its draft,
+/// the citizen's words for the category rules, and its key.
+pub fn read_item(
+    raw: &[u8],
+    cfg: &FeedConfig,
+    tz: chrono_tz::Tz,
+    default_category: &str,
+) -> Result<(crate::pipeline::Draft, String, String), String> {
+    match (cfg.format, &cfg.json) {
+        (crate::config::FeedFormat::Json, Some(m)) => {
+            mapped::item(raw, m, tz, default_category).map(|i| (i.draft, i.citizen_text, i.key))
+        }
+        (crate::config::FeedFormat::Json, None) => Err("no [json] mapping".into()),
+        (crate::config::FeedFormat::Open311, _) => {
+            open311::request(raw, &cfg.service_codes, tz, default_category)
+                .map(|r| (r.draft, r.citizen_text, r.key))
+        }
+    }
+}
+
 /// A feed item's place: its coordinates when plausible (with the address), and the text with the
 /// address added when there are no coordinates to carry it.
 fn place(

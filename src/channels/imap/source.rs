@@ -91,6 +91,7 @@ pub async fn run(
         email: cfg.limits(&intake.email_defaults()),
         acknowledge: cfg.ack.is_some(),
         facebook: None,
+        feed: None,
     };
     let job = Drain {
         name,

@@ -92,6 +92,7 @@ pub async fn run(
         email: cfg.limits(&intake.email_defaults()),
         acknowledge: cfg.ack.is_some(),
         facebook: None,
+        feed: None,
     };
     let budget = Arc::new(Semaphore::new(MEMORY_BUDGET >> 10));
     // Files that failed (not stored, or stored but stuck in new/) are retried by the periodic
@@ -438,6 +439,7 @@ mod tests {
                 email: intake.email_defaults(),
                 acknowledge: false,
                 facebook: None,
+                feed: None,
             },
             intake,
             budget: Arc::new(Semaphore::new(MEMORY_BUDGET >> 10)),
