@@ -75,12 +75,24 @@ pub struct DedupeConfig {
         deserialize_with = "units::duration"
     )]
     pub same_text_window: Duration,
+    /// The same photo (equal bytes, or a perceptual hash within `photo_distance` bits) from
+    /// another reporter within this window is the same incident: forwarded as `report.duplicate`.
+    #[serde(
+        default = "default_same_photo_window",
+        deserialize_with = "units::duration"
+    )]
+    pub same_photo_window: Duration,
+    /// Bits two photo hashes may differ by and still be the same photo (0 to 8).
+    #[serde(default = "default_photo_distance")]
+    pub photo_distance: u32,
 }
 
 impl Default for DedupeConfig {
     fn default() -> Self {
         Self {
             same_text_window: default_same_text_window(),
+            same_photo_window: default_same_photo_window(),
+            photo_distance: default_photo_distance(),
         }
     }
 }
@@ -233,6 +245,12 @@ fn default_batch_max() -> usize {
 }
 fn default_same_text_window() -> Duration {
     Duration::from_secs(72 * 3600)
+}
+fn default_same_photo_window() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+fn default_photo_distance() -> u32 {
+    4
 }
 fn default_max_message_size() -> u64 {
     50_000_000

@@ -285,6 +285,12 @@ fn load_daemon(
             "queue_capacity must be at least 1".into(),
         ));
     }
+    if d.dedupe.photo_distance > 8 {
+        errors.push(err(
+            "photo_distance",
+            "photo_distance above 8 bits would match different photos; use 0 to 8 (4 is measured to be safe)".into(),
+        ));
+    }
     if d.store.batch_max == 0 {
         errors.push(err("batch_max", "batch_max must be at least 1".into()));
     }

@@ -4,6 +4,7 @@
 pub mod acks;
 pub mod conversations;
 pub mod feeds;
+mod photos;
 pub mod queries;
 mod schema;
 mod writer;
@@ -45,6 +46,8 @@ pub struct StoreSettings {
     pub tracking_prefix: String,
     pub tz: chrono_tz::Tz,
     pub same_text_window: Duration,
+    pub same_photo_window: Duration,
+    pub photo_distance: u32,
     /// How long a bounced acknowledgement stops mail to its address.
     pub bounce_suppress_for: Duration,
     /// Every sink gets an outbox row per event.
@@ -62,6 +65,8 @@ impl StoreSettings {
             tracking_prefix: c.daemon.tracking_prefix.clone(),
             tz: c.tz,
             same_text_window: c.daemon.dedupe.same_text_window,
+            same_photo_window: c.daemon.dedupe.same_photo_window,
+            photo_distance: c.daemon.dedupe.photo_distance,
             bounce_suppress_for: c.daemon.email.bounce_suppress_for,
             sinks: c
                 .daemon

@@ -191,6 +191,26 @@ pub fn migrations() -> Migrations<'static> {
             );
             "#,
         ),
+        // Every stored photo, for "the same photo from another reporter": exact by sha256, near by
+        // a 64-bit perceptual hash found through five indexed bands (within 4 bits, one matches).
+        M::up(
+            r#"
+            CREATE TABLE photo_index (
+                id          INTEGER PRIMARY KEY,
+                report_id   TEXT NOT NULL REFERENCES reports (id),
+                sha256      TEXT NOT NULL,
+                phash       INTEGER,
+                b0 INTEGER, b1 INTEGER, b2 INTEGER, b3 INTEGER, b4 INTEGER,
+                received_ms INTEGER NOT NULL
+            );
+            CREATE INDEX photo_index_sha ON photo_index (sha256);
+            CREATE INDEX photo_index_b0 ON photo_index (b0);
+            CREATE INDEX photo_index_b1 ON photo_index (b1);
+            CREATE INDEX photo_index_b2 ON photo_index (b2);
+            CREATE INDEX photo_index_b3 ON photo_index (b3);
+            CREATE INDEX photo_index_b4 ON photo_index (b4);
+            "#,
+        ),
     ])
 }
 

@@ -106,8 +106,11 @@ fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -
         let item = match cmd {
             Command::Submit(s, reply) => {
                 let r = submit(&sp, settings, *s, now);
+                // A forwarded duplicate adds outbox rows too; waking the sinks for one that is not
+                // costs one empty look.
                 if let Ok(Receipt {
-                    outcome: Outcome::Created { .. } | Outcome::FollowUp { .. },
+                    outcome:
+                        Outcome::Created { .. } | Outcome::FollowUp { .. } | Outcome::Duplicate { .. },
                     redelivered: false,
                     ..
                 }) = &r
@@ -675,6 +678,25 @@ pub(super) fn store_report(
         }
         _ => None,
     };
+    // The same photo from someone else is the same incident: linked and forwarded as
+    // `report.duplicate` so the operations centre can merge. From the same reporter it is a
+    // repeat, recorded and linked like a repeated text.
+    let mut forward_duplicate = false;
+    let duplicate_of = match duplicate_of {
+        Some(d) => Some(d),
+        None => match super::photos::earlier(conn, settings, &draft.media, received_ms)? {
+            Some((of, score, of_reporter)) => {
+                related.push(Related {
+                    tracking_code: of.tracking_code.clone(),
+                    reason: "same_photo".into(),
+                    score: (score * 100.0).round() / 100.0,
+                });
+                forward_duplicate = !(reporter_id.is_some() && of_reporter == reporter_id);
+                Some(of)
+            }
+            None => None,
+        },
+    };
 
     let id = ulid::Ulid::new().to_string();
     let tracking_code = loop {
@@ -777,12 +799,27 @@ pub(super) fn store_report(
             now,
         )?;
     }
+    super::photos::index(conn, &id, &draft.media, received_ms)?;
     match duplicate_of {
-        // Same reporter, same text: recorded and linked, not forwarded as a new report.
-        Some(of) => Ok(Outcome::Duplicate {
-            report: report_ref,
-            of,
-        }),
+        // Same reporter, same text (or photo): recorded and linked, not forwarded as new.
+        // Another reporter's same photo: forwarded as `report.duplicate`.
+        Some(of) => {
+            if forward_duplicate {
+                enqueue(
+                    conn,
+                    settings,
+                    &event.event_id,
+                    event_type,
+                    &id,
+                    &event_json,
+                    now,
+                )?;
+            }
+            Ok(Outcome::Duplicate {
+                report: report_ref,
+                of,
+            })
+        }
         None => {
             enqueue(
                 conn,

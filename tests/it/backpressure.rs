@@ -41,6 +41,8 @@ async fn a_blocked_writer_holds_intake_at_the_queue_capacity() {
         tracking_prefix: "PA".into(),
         tz: chrono_tz::Asia::Ho_Chi_Minh,
         same_text_window: Duration::from_secs(3600),
+        same_photo_window: Duration::from_secs(3600),
+        photo_distance: 4,
         bounce_suppress_for: Duration::from_secs(3600),
         sinks: vec![("spool".into(), ContactPolicy::Full)],
         units: vec![],

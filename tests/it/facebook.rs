@@ -838,3 +838,77 @@ fn an_edit_before_its_message_and_a_lone_sticker_make_no_extra_report() {
         "the edit applies once"
     );
 }
+
+#[test]
+fn the_same_photo_by_mail_and_recompressed_by_facebook_is_one_incident() {
+    // The citizen's photo as Facebook serves it: smaller and recompressed, not the same bytes.
+    let original = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/media/hue-exif.jpg"
+    ))
+    .unwrap();
+    let img = image::load_from_memory(&original).unwrap();
+    let small = img.resize(
+        img.width() * 3 / 4,
+        img.height() * 3 / 4,
+        image::imageops::FilterType::Lanczos3,
+    );
+    let mut copy = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut copy, 60)
+        .encode_image(&small)
+        .unwrap();
+    assert_ne!(copy, original);
+    let cdn = super::http_stub::Stub::start();
+    cdn.answer(
+        "/v/t1.15752-9/4711_n.jpg",
+        super::http_stub::Answer::ok("image/jpeg", copy),
+    );
+    let env = env_with("1s", "media_hosts = [\"127.0.0.1\"]");
+    std::fs::write(
+        env.path("channels/mail.toml"),
+        "kind = \"maildir\"\npath = \"../Maildir\"\nscan_interval = \"1s\"\n",
+    )
+    .unwrap();
+    let _d = started(&env);
+    // First by mail, with the original photo.
+    env.deliver(
+        "1700000000.M1P1.mx",
+        &std::fs::read(super::common::fixture("06-photo-exif-hue.eml")).unwrap(),
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    let first = env.spool_events().remove(0);
+    // Then by someone else on Messenger, with the recompressed copy.
+    let photo = String::from_utf8(fixture("02-photo.json"))
+        .unwrap()
+        .replace("https://scontent.xx.fbcdn.net", &cdn.url(""));
+    assert_eq!(
+        post(
+            &env,
+            photo.as_bytes(),
+            Some(&sign(SECRET, photo.as_bytes()))
+        ),
+        200
+    );
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 2),
+        "{}",
+        env.log()
+    );
+    let events = env.spool_events();
+    let dup = events
+        .iter()
+        .find(|e| e["event"] == "report.duplicate")
+        .expect("forwarded as a duplicate, not dropped");
+    assert_eq!(dup["duplicate_of"]["tracking_code"], first["tracking_code"]);
+    assert_eq!(dup["related"][0]["reason"], "same_photo");
+    assert!(dup["related"][0]["score"].as_f64().unwrap() >= 0.9, "{dup}");
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM reports"),
+        2,
+        "both stored"
+    );
+}
