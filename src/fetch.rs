@@ -247,9 +247,10 @@ fn private(ip: IpAddr) -> bool {
     }
 }
 
-/// reqwest's errors quote the URL, which carries Meta's signed query string: keep the kind only.
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
+/// What went wrong with a request, without the error's text: reqwest's errors quote the URL,
+/// which can carry a signed query string (Meta's CDN) or an id.
+pub fn error_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "cannot connect"
@@ -257,8 +258,11 @@ fn without_url(e: &reqwest::Error) -> String {
         "the body broke off"
     } else {
         "request failed"
-    };
-    kind.to_string()
+    }
+}
+
+fn without_url(e: &reqwest::Error) -> String {
+    error_kind(e).to_string()
 }
 
 #[cfg(test)]

@@ -136,7 +136,12 @@ impl Messenger {
             .json(&body)
             .send()
             .await
-            .map_err(|e| Failure::Relay(format!("Send API unreachable: {}", kind(&e))))?;
+            .map_err(|e| {
+                Failure::Relay(format!(
+                    "Send API unreachable: {}",
+                    crate::fetch::error_kind(&e)
+                ))
+            })?;
         let status = resp.status();
         let usage = usage_percent(resp.headers());
         let answer: serde_json::Value = resp.json().await.unwrap_or_default();
@@ -223,16 +228,6 @@ fn usage_percent(headers: &reqwest::header::HeaderMap) -> Option<f64> {
         }
     }
     max
-}
-
-fn kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    }
 }
 
 #[cfg(test)]

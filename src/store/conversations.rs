@@ -3,7 +3,7 @@
 //! in the writer's transaction, so a restart never loses a fragment, splits a conversation or
 //! makes a report twice.
 
-use super::writer::{Cited, follow_up, store_report};
+use super::writer::{cited_by_id, follow_up, store_report};
 use super::{Outcome, StoreError, StoreSettings, Submission};
 use crate::channels::facebook::Fragment;
 use crate::pipeline::Draft;
@@ -290,21 +290,6 @@ fn report_of(outcome: &Outcome, conversation: i64) -> Result<String, StoreError>
             "closing conversation {conversation} gave {other:?}"
         ))),
     }
-}
-
-fn cited_by_id(conn: &Connection, id: &str) -> Result<Cited, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id, tracking_code, reporter_id, event_json FROM reports WHERE id = ?1",
-        )?
-        .query_row([id], |r| {
-            Ok(Cited {
-                id: r.get(0)?,
-                tracking_code: r.get(1)?,
-                reporter_id: r.get(2)?,
-                event_json: r.get(3)?,
-            })
-        })?)
 }
 
 /// Open conversations of `channel` whose sender has been quiet since `quiet_before_ms`, or that

@@ -2,7 +2,7 @@
 //! transaction, so a restart resumes exactly after the last page stored, and a request seen
 //! again unchanged is a repeat while one seen changed updates its report.
 
-use super::writer::{Cited, follow_up, store_report};
+use super::writer::{cited_by_id, follow_up, store_report};
 use super::{Outcome, StoreError, StoreSettings, Submission};
 use crate::pipeline::Draft;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -111,18 +111,7 @@ pub(super) fn item(
     match earlier {
         None => store_report(conn, settings, s, inbox_id, draft, now),
         Some(id) => {
-            let target: Cited = conn
-                .prepare_cached(
-                    "SELECT id, tracking_code, reporter_id, event_json FROM reports WHERE id = ?1",
-                )?
-                .query_row([&id], |r| {
-                    Ok(Cited {
-                        id: r.get(0)?,
-                        tracking_code: r.get(1)?,
-                        reporter_id: r.get(2)?,
-                        event_json: r.get(3)?,
-                    })
-                })?;
+            let target = cited_by_id(conn, &id)?;
             follow_up(conn, settings, s, inbox_id, draft, target, now)
         }
     }

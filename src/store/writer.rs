@@ -871,6 +871,22 @@ pub(super) struct Cited {
     pub(super) event_json: String,
 }
 
+/// A stored report, as a follow-up needs it.
+pub(super) fn cited_by_id(conn: &Connection, id: &str) -> Result<Cited, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id, tracking_code, reporter_id, event_json FROM reports WHERE id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(Cited {
+                id: r.get(0)?,
+                tracking_code: r.get(1)?,
+                reporter_id: r.get(2)?,
+                event_json: r.get(3)?,
+            })
+        })?)
+}
+
 /// The first cited code that names a stored report (a duplicate stands for its original).
 fn cited_report(conn: &Connection, codes: &[String]) -> Result<Option<Cited>, StoreError> {
     for code in codes {
@@ -880,19 +896,7 @@ fn cited_report(conn: &Connection, codes: &[String]) -> Result<Option<Cited>, St
             .optional()?;
         if let Some((id, dup)) = row {
             let id = dup.unwrap_or(id);
-            return Ok(Some(
-                conn.prepare_cached(
-                    "SELECT id, tracking_code, reporter_id, event_json FROM reports WHERE id = ?1",
-                )?
-                .query_row([&id], |r| {
-                    Ok(Cited {
-                        id: r.get(0)?,
-                        tracking_code: r.get(1)?,
-                        reporter_id: r.get(2)?,
-                        event_json: r.get(3)?,
-                    })
-                })?,
-            ));
+            return Ok(Some(cited_by_id(conn, &id)?));
         }
     }
     Ok(None)

@@ -177,10 +177,12 @@ pub async fn sender_name(
 }
 
 async fn call(req: reqwest::RequestBuilder) -> Result<serde_json::Value, Verdict> {
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| Verdict::Later(format!("Graph API unreachable ({})", kind(&e))))?;
+    let resp = req.send().await.map_err(|e| {
+        Verdict::Later(format!(
+            "Graph API unreachable ({})",
+            crate::fetch::error_kind(&e)
+        ))
+    })?;
     let status = resp.status();
     let body: serde_json::Value = resp.json().await.unwrap_or_default();
     if status.is_success() {
@@ -196,14 +198,4 @@ async fn call(req: reqwest::RequestBuilder) -> Result<serde_json::Value, Verdict
         190 | 102 | 463 | 467 | 10 | 200 | 230 => Verdict::Operator(said),
         _ => Verdict::Later(said),
     })
-}
-
-fn kind(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "cannot connect"
-    } else {
-        "request failed"
-    }
 }

@@ -50,7 +50,8 @@ pub async fn run(
         intake.health().clone(),
         cancel.child_token(),
     ));
-    let _stop_checks = AbortOnDrop(checks);
+    // Stopped when the channel task ends, whichever way it ends.
+    let _stop_checks = tokio_util::task::AbortOnDropHandle::new(checks);
     let assembler = Assembler {
         name: name.to_string(),
         cfg: cfg.clone(),
@@ -224,15 +225,6 @@ impl Assembler {
         tokio::task::spawn_blocking(move || f(&reader.lock().expect("reader lock")))
             .await
             .map_err(|e| StoreError::Invalid(format!("reader stopped: {e}")))?
-    }
-}
-
-/// Stops the page checks when the channel task ends, whichever way it ends.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -4,7 +4,7 @@
 use super::open311::RawItem;
 use crate::config::JsonMapping;
 use crate::pipeline::{Draft, phone, text};
-use crate::report::{Category, CategorySource, Reporter};
+use crate::report::Reporter;
 use serde_json::Value;
 
 /// The items of a response and how to ask for the next page (if any).
@@ -84,18 +84,10 @@ pub fn item(
         .or_else(|| description.lines().next().map(str::to_string))
         .filter(|t| !t.is_empty())
         .ok_or("neither a title nor a description")?;
-    let category = match get(&m.category).and_then(|c| m.categories.get(&c).cloned()) {
-        Some(code) => Category {
-            code,
-            source: CategorySource::Channel,
-            score: 1.0,
-        },
-        None => Category {
-            code: default_category.to_string(),
-            source: CategorySource::Default,
-            score: 0.0,
-        },
-    };
+    let category = super::category(
+        get(&m.category).and_then(|c| m.categories.get(&c).cloned()),
+        default_category,
+    );
     let number = |p: &Option<String>| get(p).and_then(|s| s.parse::<f64>().ok());
     let address = get(&m.address).map(|a| text::clean_text(&a));
     let (location, full) = super::place(

@@ -700,6 +700,23 @@ pub fn read_item(
     }
 }
 
+/// The feed's own category (mapped to ours) wins; without one, the default until the rules speak.
+fn category(mapped: Option<String>, default_category: &str) -> crate::report::Category {
+    use crate::report::{Category, CategorySource};
+    match mapped {
+        Some(code) => Category {
+            code,
+            source: CategorySource::Channel,
+            score: 1.0,
+        },
+        None => Category {
+            code: default_category.to_string(),
+            source: CategorySource::Default,
+            score: 0.0,
+        },
+    }
+}
+
 /// A feed item's place: its coordinates when plausible (with the address), and the text with the
 /// address added when there are no coordinates to carry it.
 fn place(

@@ -2,7 +2,7 @@
 //! Items are kept with their exact bytes; one that cannot be read is quarantined alone.
 
 use crate::pipeline::{Draft, phone, text};
-use crate::report::{Category, CategorySource, Reporter};
+use crate::report::Reporter;
 use chrono::{DateTime, FixedOffset};
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -82,18 +82,10 @@ pub fn request(
         .map(str::to_string)
         .or(service_name.clone())
         .ok_or_else(|| "neither a description nor a service_name".to_string())?;
-    let category = match s("service_code").and_then(|c| service_codes.get(&c).cloned()) {
-        Some(code) => Category {
-            code,
-            source: CategorySource::Channel,
-            score: 1.0,
-        },
-        None => Category {
-            code: default_category.to_string(),
-            source: CategorySource::Default,
-            score: 0.0,
-        },
-    };
+    let category = super::category(
+        s("service_code").and_then(|c| service_codes.get(&c).cloned()),
+        default_category,
+    );
     let coord = |k: &str| -> Option<f64> {
         match &v[k] {
             Value::Number(n) => n.as_f64(),
