@@ -8,6 +8,8 @@ mod photos;
 pub mod queries;
 mod schema;
 mod writer;
+#[cfg(test)]
+mod writer_tests;
 
 use crate::config::{Config, ContactPolicy};
 use crate::pipeline::Draft;
