@@ -214,6 +214,12 @@ pub fn migrations() -> Migrations<'static> {
         // A feed item finds the report it updates by its external id: without this, every item
         // scanned the whole reports table (the feed benchmark found it).
         M::up("CREATE INDEX reports_external ON reports (channel, external_id, received_ms);"),
+        // A sink's undelivered rows in id order: without it, finding the next 256 rows read and
+        // sorted every undelivered row, payloads included (83 ms at 50,000 waiting, 0.5 ms with).
+        M::up(
+            "CREATE INDEX outbox_undelivered ON outbox (sink, id, next_attempt_ms)
+             WHERE state IN ('pending', 'retrying');",
+        ),
     ])
 }
 

@@ -16,6 +16,9 @@ use crate::store::feeds::{self, FeedCursor};
 use crate::store::{Submission, SubmissionBody};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
+
+/// A page handed to the writer, answering the items new to us once it committed.
+type Commit<'a> = std::pin::Pin<Box<dyn Future<Output = Result<usize, Failure>> + Send + 'a>>;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -389,11 +392,6 @@ impl Poller {
 
     /// One round of an Open311 feed: every page of the current window.
     async fn poll_open311(&self, cancel: &CancellationToken) -> Result<usize, Failure> {
-        let tz = self.intake.tz();
-        let stamp = |t: chrono::DateTime<chrono::Utc>| {
-            t.with_timezone(&tz)
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
-        };
         let parse = |s: &str| {
             chrono::DateTime::parse_from_rfc3339(s)
                 .map(|t| t.with_timezone(&chrono::Utc))
@@ -419,52 +417,89 @@ impl Poller {
         };
         let mut stored = 0;
         let mut previous: Option<String> = None;
+        // Page N+1 is fetched and parsed while page N commits; it is handed to the writer only
+        // after N committed, so a failed page never has a later position stored over it.
+        let mut committing: Option<Commit<'_>> = None;
         for _ in 0..MAX_PAGES {
             if cancel.is_cancelled() {
-                return Ok(stored);
+                break;
             }
-            let body = self.page(&stamp(start), &stamp(end), page).await?;
-            let fingerprint = sha256_hex(&body);
-            let raws = tokio::task::spawn_blocking(move || open311::page(&body))
-                .await
-                .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?
-                .map_err(|e| self.broken(page, &e))?;
-            // Paging is an extension: a server that ignores it answers the same page again.
-            let repeated = previous.as_deref() == Some(fingerprint.as_str());
-            previous = Some(fingerprint);
-            if repeated {
-                tracing::warn!(channel = %self.name, page, "The Open311 server answered the same page again; it seems to ignore page/page_size. Set page_size = 0 and a shorter poll_interval.");
-            }
-            if self.cfg.page_size == 0 && raws.len() >= OPEN311_CAP {
-                tracing::warn!(channel = %self.name, items = raws.len(), "An Open311 answer at the server's cap: the window may have been cut short. Use page_size (if the server pages) or a shorter poll_interval.");
-            }
-            // The end is an empty page (a short one may only be the server's own limit).
-            let last = self.cfg.page_size == 0 || raws.is_empty() || repeated;
-            let raws = if repeated { Vec::new() } else { raws };
-            let mut items = Vec::with_capacity(raws.len());
-            for raw in raws {
-                items.push(self.submission(raw.raw).await);
-            }
-            let cursor = FeedCursor {
-                channel: self.name.clone(),
-                // While paging, the window's start is kept: a restart asks the rest of it.
-                done_until: if last {
-                    stamp(end)
-                } else {
-                    stamp(start + overlap)
-                },
-                pending_end: (!last).then(|| stamp(end)),
-                next_page: if last { 1 } else { page + 1 },
-                page_size: self.cfg.page_size,
+            let next = self.open311_page(start, end, page, overlap, &mut previous);
+            let (done, next) = match committing.take() {
+                Some(c) => {
+                    let (done, next) = tokio::join!(c, next);
+                    (Some(done), next)
+                }
+                None => (None, next.await),
             };
-            stored += self.commit(items, cursor).await?;
-            if last {
-                return Ok(stored);
+            if let Some(done) = done {
+                stored += done?;
             }
+            let (items, cursor, last) = next?;
+            let commit = Box::pin(self.commit(items, cursor));
+            if last {
+                return Ok(stored + commit.await?);
+            }
+            committing = Some(commit);
             page += 1;
         }
-        // Many pages: the rest at the next round, from the saved place.
+        // Cancelled, or many pages: the rest at the next round, from the saved place.
+        if let Some(c) = committing {
+            stored += c.await?;
+        }
         Ok(stored)
+    }
+
+    /// One Open311 page, fetched and made into submissions, with the position after it and
+    /// whether it ends the window.
+    async fn open311_page(
+        &self,
+        start: chrono::DateTime<chrono::Utc>,
+        end: chrono::DateTime<chrono::Utc>,
+        page: u32,
+        overlap: chrono::Duration,
+        previous: &mut Option<String>,
+    ) -> Result<(Vec<Submission>, FeedCursor, bool), Failure> {
+        let tz = self.intake.tz();
+        let stamp = |t: chrono::DateTime<chrono::Utc>| {
+            t.with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        };
+        let body = self.page(&stamp(start), &stamp(end), page).await?;
+        let fingerprint = sha256_hex(&body);
+        let raws = tokio::task::spawn_blocking(move || open311::page(&body))
+            .await
+            .map_err(|e| Failure::Later(e.to_string(), Duration::from_secs(5)))?
+            .map_err(|e| self.broken(page, &e))?;
+        // Paging is an extension: a server that ignores it answers the same page again.
+        let repeated = previous.as_deref() == Some(fingerprint.as_str());
+        *previous = Some(fingerprint);
+        if repeated {
+            tracing::warn!(channel = %self.name, page, "The Open311 server answered the same page again; it seems to ignore page/page_size. Set page_size = 0 and a shorter poll_interval.");
+        }
+        if self.cfg.page_size == 0 && raws.len() >= OPEN311_CAP {
+            tracing::warn!(channel = %self.name, items = raws.len(), "An Open311 answer at the server's cap: the window may have been cut short. Use page_size (if the server pages) or a shorter poll_interval.");
+        }
+        // The end is an empty page (a short one may only be the server's own limit).
+        let last = self.cfg.page_size == 0 || raws.is_empty() || repeated;
+        let raws = if repeated { Vec::new() } else { raws };
+        let mut items = Vec::with_capacity(raws.len());
+        for raw in raws {
+            items.push(self.submission(raw.raw).await);
+        }
+        let cursor = FeedCursor {
+            channel: self.name.clone(),
+            // While paging, the window's start is kept: a restart asks the rest of it.
+            done_until: if last {
+                stamp(end)
+            } else {
+                stamp(start + overlap)
+            },
+            pending_end: (!last).then(|| stamp(end)),
+            next_page: if last { 1 } else { page + 1 },
+            page_size: self.cfg.page_size,
+        };
+        Ok((items, cursor, last))
     }
 
     /// One Open311 page's bytes.
