@@ -43,6 +43,23 @@ pub enum Command {
     /// Acknowledgements to citizens: what was sent, what was not and why, and re-sending.
     #[command(subcommand)]
     Acks(AcksCommand),
+    /// Run the labelled pairs of an evaluation set through the dedupe (the configured categories,
+    /// geography and [dedupe] policy) and print precision and recall for each level.
+    #[command(
+        name = "dedupe-eval",
+        after_help = "Example:\n  phananh dedupe-eval --config config/quickstart.toml fixtures/dedupe --verbose"
+    )]
+    DedupeEval(DedupeEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DedupeEvalArgs {
+    /// The folder holding pairs.jsonl (and the photos it names).
+    #[arg(default_value = "fixtures/dedupe")]
+    pub dir: PathBuf,
+    /// List every pair judged otherwise than labelled.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]

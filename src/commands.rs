@@ -31,6 +31,14 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Quarantine(cmd) => quarantine(&path, cmd),
         Command::Outbox(cmd) => outbox(&path, cmd).map(|()| true),
         Command::Acks(cmd) => acks(&path, cmd).map(|()| true),
+        Command::DedupeEval(args) => runtime().and_then(|rt| {
+            rt.block_on(async {
+                let config = load(&path)?;
+                let e = crate::evaluate::run(&config, &args.dir).await?;
+                crate::evaluate::print(&e, args.verbose);
+                Ok(true)
+            })
+        }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
@@ -163,7 +171,7 @@ fn describe(r: &Receipt) -> String {
     let what = match &r.outcome {
         Outcome::Created { report } => format!("new report {}", report.tracking_code),
         Outcome::Duplicate { report, of } => format!(
-            "duplicate {} of {} (same reporter, same text)",
+            "duplicate {} of {} (the same incident: stored and linked)",
             report.tracking_code, of.tracking_code
         ),
         Outcome::Quarantined { reason } => format!("quarantined #{}: {reason}", r.inbox_id),

@@ -43,7 +43,7 @@ pub struct Intake {
     email_defaults: std::sync::RwLock<EmailConfig>,
     health: crate::health::Health,
     webhooks: crate::channels::facebook::Webhooks,
-    classifier: Arc<crate::pipeline::classify::Classifier>,
+    classifier: Arc<crate::pipeline::enrich::Enricher>,
 }
 
 impl Intake {
@@ -56,13 +56,12 @@ impl Intake {
             email_defaults: std::sync::RwLock::new(config.email_defaults()),
             health: Default::default(),
             webhooks: Default::default(),
-            classifier: Arc::new(crate::pipeline::classify::Classifier::new(
-                &config.daemon.categories,
-            )),
+            classifier: Arc::new(crate::pipeline::enrich::Enricher::new(&config.daemon)),
         }
     }
 
-    /// Sets a draft's category by the configured keyword rules (a channel's own category stays).
+    /// Sets a draft's category by the configured keyword rules (a channel's own category stays),
+    /// its place, ward and unit, and what the dedupe compares.
     pub fn classify(&self, draft: &mut Draft) {
         self.classifier.apply(draft);
     }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod evaluate;
 pub mod fetch;
 pub mod forward;
 pub mod health;

@@ -65,6 +65,9 @@ pub struct Report {
     pub category: Category,
     pub unit: Option<String>,
     pub location: Option<Location>,
+    /// The ward (phường/xã) of the position, else one named in the text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ward: Option<WardRef>,
     pub media: Vec<Media>,
     /// Attachments not stored (too large, too many); the raw message still holds them.
     pub omitted_media: Vec<OmittedMedia>,
@@ -205,6 +208,26 @@ pub struct Location {
     /// When the photo was taken (EXIF), RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_at: Option<String>,
+    /// The position is outside the city's boundary (`[place] boundary_file`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outside_city: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct WardRef {
+    /// The code in the wards file (GSO code for Huế).
+    pub code: String,
+    pub name: String,
+    pub source: WardSource,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum WardSource {
+    /// The position lies in the ward's polygon.
+    Polygon,
+    /// The text names the ward (or one of its old names).
+    Text,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -44,6 +44,10 @@ pub struct DaemonConfig {
     pub categories: Vec<CategoryConfig>,
     /// `[[categories]]` kept in a file of their own (relative to this file), instead of here.
     pub categories_file: Option<PathBuf>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    #[serde(default)]
+    pub place: PlaceConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -85,6 +89,21 @@ pub struct DedupeConfig {
     /// Bits two photo hashes may differ by and still be the same photo (0 to 8).
     #[serde(default = "default_photo_distance")]
     pub photo_distance: u32,
+    /// Reports from different people within this window may be the same incident.
+    #[serde(
+        default = "default_similar_window",
+        deserialize_with = "units::duration"
+    )]
+    pub similar_window: Duration,
+    /// Two positions farther apart than this (metres) are different incidents.
+    #[serde(default = "default_similar_distance_m")]
+    pub similar_distance_m: f64,
+    /// Text score (0 to 1) two reports need when both positions are known and close.
+    #[serde(default = "default_similar_score_near")]
+    pub similar_score_near: f64,
+    /// Text score two reports need when a position is missing: the words must carry the place.
+    #[serde(default = "default_similar_score")]
+    pub similar_score: f64,
 }
 
 impl Default for DedupeConfig {
@@ -93,6 +112,10 @@ impl Default for DedupeConfig {
             same_text_window: default_same_text_window(),
             same_photo_window: default_same_photo_window(),
             photo_distance: default_photo_distance(),
+            similar_window: default_similar_window(),
+            similar_distance_m: default_similar_distance_m(),
+            similar_score_near: default_similar_score_near(),
+            similar_score: default_similar_score(),
         }
     }
 }
@@ -210,13 +233,57 @@ pub struct CategoryConfig {
     /// diacritics and đ/d ignored), so "o ga" finds "ổ gà".
     #[serde(default)]
     pub keywords: BTreeMap<String, f64>,
+    /// Categories of one family may describe one incident (a fallen billboard is urban order to
+    /// one citizen, infrastructure to another). Default: the category alone.
+    #[serde(default)]
+    pub family: Option<String>,
+    /// Kinds of problem and the phrases that name them (`pothole = ["ổ gà", "ổ voi"]`): two
+    /// reports that each name a problem, and not the same one, are different incidents.
+    #[serde(default)]
+    pub problems: BTreeMap<String, Vec<String>>,
 }
 
-/// A file holding `[[categories]]` only (`categories_file`).
+impl CategoryConfig {
+    pub fn family(&self) -> &str {
+        self.family.as_deref().unwrap_or(&self.code)
+    }
+}
+
+/// A unit for a category (or any) in a ward (or any): the first route that matches wins, else
+/// the category's own unit.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    pub category: Option<String>,
+    /// A ward code of the wards file.
+    pub ward: Option<String>,
+    pub unit: String,
+}
+
+/// A file holding `[[categories]]` (and their `[[routes]]`) only (`categories_file`).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct CategoriesFile {
     pub categories: Vec<CategoryConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[place]`: the city's geography, in files beside this one.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceConfig {
+    /// GeoJSON Polygon/MultiPolygon of the city: a position outside is flagged.
+    pub boundary_file: Option<PathBuf>,
+    /// The wards gazetteer (`[[wards]]` with names and old names).
+    pub wards_file: Option<PathBuf>,
+    /// GeoJSON of the wards, `properties.code` naming a ward of `wards_file`.
+    pub ward_polygons_file: Option<PathBuf>,
+    /// Read from the files above when the configuration is loaded.
+    #[serde(skip)]
+    pub boundary: crate::pipeline::geo::Area,
+    #[serde(skip)]
+    pub wards: crate::pipeline::geo::Wards,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -251,6 +318,18 @@ fn default_same_photo_window() -> Duration {
 }
 fn default_photo_distance() -> u32 {
     4
+}
+fn default_similar_window() -> Duration {
+    Duration::from_secs(72 * 3600)
+}
+fn default_similar_distance_m() -> f64 {
+    150.0
+}
+fn default_similar_score_near() -> f64 {
+    0.1
+}
+fn default_similar_score() -> f64 {
+    0.3
 }
 fn default_max_message_size() -> u64 {
     50_000_000

@@ -20,7 +20,7 @@ pub use channel::{
 };
 pub use daemon::{
     CategoriesFile, CategoryConfig, ContactPolicy, DaemonConfig, DedupeConfig, EmailConfig,
-    ForwardConfig, SinkConfig, SinkKind, StoreConfig,
+    ForwardConfig, PlaceConfig, RouteConfig, SinkConfig, SinkKind, StoreConfig,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use facebook::{FacebookConfig, FeedMode};
@@ -230,6 +230,58 @@ fn secret_key_of(e: &ConfigError) -> String {
     e.message.split('`').nth(1).unwrap_or_default().to_string()
 }
 
+/// Reads the geography files named in `[place]` (relative to the config file); what cannot be
+/// read is a config error, so `phananh check` says so before the daemon starts.
+fn load_place(p: &mut PlaceConfig, base: &Path, error: &mut dyn FnMut(&str, String)) {
+    use crate::pipeline::geo::{Area, Wards};
+    let read = |key: &str, path: &Path| {
+        std::fs::read_to_string(path).map_err(|e| {
+            (
+                key.to_string(),
+                format!("cannot read {}: {e}", path.display()),
+            )
+        })
+    };
+    let mut report = |r: Result<(), (String, String)>| {
+        if let Err((key, msg)) = r {
+            error(&key, msg);
+        }
+    };
+    if let Some(f) = p.boundary_file.take().map(|f| resolve(base, &f)) {
+        report(read("boundary_file", &f).and_then(|t| {
+            Area::from_geojson(&t)
+                .map(|a| p.boundary = a)
+                .map_err(|e| ("boundary_file".into(), format!("{}: {e}", f.display())))
+        }));
+        p.boundary_file = Some(f);
+    }
+    if let Some(f) = p.wards_file.take().map(|f| resolve(base, &f)) {
+        report(read("wards_file", &f).and_then(|t| {
+            Wards::from_toml(&t)
+                .map(|w| p.wards = w)
+                .map_err(|e| ("wards_file".into(), format!("{}: {e}", f.display())))
+        }));
+        p.wards_file = Some(f);
+    }
+    if let Some(f) = p.ward_polygons_file.take().map(|f| resolve(base, &f)) {
+        if p.wards.is_empty() {
+            report(Err((
+                "ward_polygons_file".into(),
+                "ward_polygons_file needs wards_file: its codes name wards there".into(),
+            )));
+        } else {
+            let wards = std::mem::take(&mut p.wards);
+            report(read("ward_polygons_file", &f).and_then(|t| {
+                wards
+                    .with_polygons(&t)
+                    .map(|w| p.wards = w)
+                    .map_err(|e| ("ward_polygons_file".into(), format!("{}: {e}", f.display())))
+            }));
+        }
+        p.ward_polygons_file = Some(f);
+    }
+}
+
 fn load_daemon(
     path: &Path,
     base: &Path,
@@ -247,12 +299,24 @@ fn load_daemon(
                 "categories come from categories_file or from [[categories]] here, not both".into(),
             ));
         }
+        if !d.routes.is_empty() {
+            errors.push(err(
+                "routes",
+                "with categories_file, [[routes]] go in that file".into(),
+            ));
+        }
         match parse_file::<CategoriesFile>(&file) {
-            Ok((_, _, c)) => d.categories = c.categories,
+            Ok((_, _, c)) => {
+                d.categories = c.categories;
+                d.routes = c.routes;
+            }
             Err(e) => errors.extend(e),
         }
         d.categories_file = Some(file);
     }
+    load_place(&mut d.place, base, &mut |key, msg| {
+        errors.push(err(key, msg))
+    });
     let tz = match d.time_zone.parse::<chrono_tz::Tz>() {
         Ok(tz) => Some(tz),
         Err(_) => {
@@ -291,6 +355,15 @@ fn load_daemon(
             "photo_distance above 8 bits would match different photos; use 0 to 8 (4 is measured to be safe)".into(),
         ));
     }
+    if !(0.0..=100_000.0).contains(&d.dedupe.similar_distance_m)
+        || !(0.0..=1.0).contains(&d.dedupe.similar_score)
+        || !(0.0..=1.0).contains(&d.dedupe.similar_score_near)
+    {
+        errors.push(err(
+            "similar_score",
+            "similar_score and similar_score_near are between 0 and 1, similar_distance_m between 0 and 100000".into(),
+        ));
+    }
     if d.store.batch_max == 0 {
         errors.push(err("batch_max", "batch_max must be at least 1".into()));
     }
@@ -326,6 +399,30 @@ fn load_daemon(
             errors.push(err(
                 "code",
                 format!("category code {:?} appears twice", c.code),
+            ));
+        }
+    }
+    for r in &d.routes {
+        if let Some(c) = &r.category
+            && !codes.contains(c.as_str())
+        {
+            errors.push(err(
+                "routes",
+                format!(
+                    "route to {:?}: category {c:?} is not one of the [[categories]] codes",
+                    r.unit
+                ),
+            ));
+        }
+        if let Some(w) = &r.ward
+            && !d.place.wards.has(w)
+        {
+            errors.push(err(
+                "routes",
+                format!(
+                    "route to {:?}: ward {w:?} is not a code of [place] wards_file",
+                    r.unit
+                ),
             ));
         }
     }

@@ -35,6 +35,40 @@ fn lower(s: &str) -> String {
         .join(" ")
 }
 
+/// A phrase as it is matched, spaced at both ends, and whether folded. Several syllables are
+/// distinctive without their marks ("o ga" is a pothole); one syllable is not, so it keeps them.
+pub fn prepare(p: &str) -> (String, bool) {
+    let folded = text::dedupe_key(p);
+    if folded.contains(' ') {
+        (format!(" {folded} "), true)
+    } else {
+        (format!(" {} ", lower(p)), false)
+    }
+}
+
+/// A text made ready for phrase matching, once for all the phrases.
+pub struct Prepared {
+    folded: String,
+    lowered: String,
+}
+
+impl Prepared {
+    pub fn new(text: &str) -> Self {
+        Self {
+            folded: format!(" {} ", text::dedupe_key(text)),
+            lowered: format!(" {} ", lower(text)),
+        }
+    }
+
+    pub fn has(&self, phrase: &str, folded: bool) -> bool {
+        if folded {
+            self.folded.contains(phrase)
+        } else {
+            self.lowered.contains(phrase)
+        }
+    }
+}
+
 impl Classifier {
     pub fn new(categories: &[CategoryConfig]) -> Self {
         let rules = categories
@@ -45,14 +79,8 @@ impl Classifier {
                     .keywords
                     .iter()
                     .map(|(p, w)| {
-                        // Several syllables are distinctive without their marks ("o ga" is a
-                        // pothole); one syllable is not, so it keeps them.
-                        let folded = text::dedupe_key(p);
-                        if folded.contains(' ') {
-                            (format!(" {folded} "), *w, true)
-                        } else {
-                            (format!(" {} ", lower(p)), *w, false)
-                        }
+                        let (phrase, folded) = prepare(p);
+                        (phrase, *w, folded)
                     })
                     .filter(|(p, w, _)| p.trim().chars().count() > 1 && *w > 0.0)
                     .collect();
@@ -64,21 +92,17 @@ impl Classifier {
 
     /// The category the text points to, if any rule matches.
     pub fn classify(&self, text: &str) -> Option<Category> {
-        let folded = format!(" {} ", text::dedupe_key(text));
-        let lowered = format!(" {} ", lower(text));
+        self.classify_prepared(&Prepared::new(text))
+    }
+
+    pub fn classify_prepared(&self, text: &Prepared) -> Option<Category> {
         let mut totals: Vec<(&str, f64)> = self
             .rules
             .iter()
             .map(|(code, phrases)| {
                 let total = phrases
                     .iter()
-                    .filter(|(p, _, is_folded)| {
-                        if *is_folded {
-                            folded.contains(p.as_str())
-                        } else {
-                            lowered.contains(p.as_str())
-                        }
-                    })
+                    .filter(|(p, _, is_folded)| text.has(p, *is_folded))
                     .map(|(_, w, _)| w)
                     .sum::<f64>();
                 (code.as_str(), total)
@@ -124,6 +148,8 @@ mod tests {
             name: code.into(),
             unit: None,
             keywords: keywords.iter().map(|(k, w)| (k.to_string(), *w)).collect(),
+            family: None,
+            problems: Default::default(),
         }
     }
 

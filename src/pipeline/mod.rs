@@ -2,9 +2,12 @@
 //! testable on its own and the fuzzers can reach it.
 
 pub mod classify;
+pub mod enrich;
+pub mod geo;
 pub mod phone;
 pub mod photo;
 pub mod place;
+pub mod similar;
 pub mod text;
 
 use crate::report::{Category, Location, Media, OmittedMedia, Reporter};
@@ -31,6 +34,11 @@ pub struct Draft {
     /// `dedupe_key()`, computed by the parser off the writer thread: folding is a third of the
     /// writer's CPU per report when done inside the transaction.
     pub text_key: Option<String>,
+    /// The ward named by the position or the text.
+    pub ward: Option<crate::report::WardRef>,
+    /// What "the same incident from someone else" compares, computed off the writer thread.
+    #[serde(skip)]
+    pub signature: Option<similar::Signature>,
     /// Tracking codes the message cites (subject, In-Reply-To, References): a follow-up if one is
     /// a live report of the same reporter.
     pub cites: Vec<String>,

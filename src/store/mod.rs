@@ -7,6 +7,7 @@ pub mod feeds;
 mod photos;
 pub mod queries;
 mod schema;
+mod similar;
 mod writer;
 #[cfg(test)]
 mod writer_tests;
@@ -50,6 +51,8 @@ pub struct StoreSettings {
     pub same_text_window: Duration,
     pub same_photo_window: Duration,
     pub photo_distance: u32,
+    /// "The same incident from someone else": window, distance and scores (`[dedupe]`).
+    pub similar: crate::pipeline::similar::Policy,
     /// How long a bounced acknowledgement stops mail to its address.
     pub bounce_suppress_for: Duration,
     /// Every sink gets an outbox row per event.
@@ -69,6 +72,12 @@ impl StoreSettings {
             same_text_window: c.daemon.dedupe.same_text_window,
             same_photo_window: c.daemon.dedupe.same_photo_window,
             photo_distance: c.daemon.dedupe.photo_distance,
+            similar: crate::pipeline::similar::Policy {
+                window_ms: c.daemon.dedupe.similar_window.as_millis() as i64,
+                distance_m: c.daemon.dedupe.similar_distance_m,
+                score_near: c.daemon.dedupe.similar_score_near,
+                score: c.daemon.dedupe.similar_score,
+            },
             bounce_suppress_for: c.daemon.email.bounce_suppress_for,
             sinks: c
                 .daemon

@@ -220,6 +220,28 @@ pub fn migrations() -> Migrations<'static> {
             "CREATE INDEX outbox_undelivered ON outbox (sink, id, next_attempt_ms)
              WHERE state IN ('pending', 'retrying');",
         ),
+        // "The same incident from someone else": each report's comparison data, and the keys
+        // (grid cell, text min-hashes) it is found under.
+        M::up(
+            r#"
+            CREATE TABLE similar_index (
+                id          INTEGER PRIMARY KEY,
+                report_id   TEXT NOT NULL REFERENCES reports (id),
+                received_ms INTEGER NOT NULL,
+                lat         REAL,
+                lon         REAL,
+                signature   TEXT NOT NULL
+            );
+            CREATE TABLE similar_keys (
+                key         INTEGER NOT NULL,
+                received_ms INTEGER NOT NULL,
+                entry       INTEGER NOT NULL,
+                PRIMARY KEY (key, received_ms, entry)
+            ) WITHOUT ROWID;
+            -- The same e-mail (Message-ID) arriving in a second mailbox.
+            CREATE INDEX inbox_email_external ON inbox (external_id) WHERE kind IN ('maildir', 'imap');
+            "#,
+        ),
     ])
 }
 

@@ -129,14 +129,9 @@ fn execute(
         Command::Cursor(c, _) => Done::Unit(set_cursor(conn, c)),
         Command::Acks(list, _) => Done::Unit(super::acks::update(conn, list, now)),
         Command::ClaimAcks(list, _) => Done::Ids(super::acks::claim(conn, list, now)),
-        Command::Page(items, cursor, _) => Done::Receipts(page(
-            conn,
-            settings,
-            items,
-            cursor,
-            isolate_items,
-            now,
-        )),
+        Command::Page(items, cursor, _) => {
+            Done::Receipts(page(conn, settings, items, cursor, isolate_items, now))
+        }
         Command::Requeue(ids, _) => Done::Count(requeue(conn, ids.as_deref(), now)),
     }
 }
@@ -146,9 +141,10 @@ fn execute(
 fn pair(cmd: Command, done: Done) -> Option<Pending> {
     Some(match (cmd, done) {
         (Command::Submit(_, r), Done::Receipt(x)) => Pending::Submit(r, x),
-        (Command::Deliveries(_, r) | Command::Cursor(_, r) | Command::Acks(_, r), Done::Unit(x)) => {
-            Pending::Deliveries(r, x)
-        }
+        (
+            Command::Deliveries(_, r) | Command::Cursor(_, r) | Command::Acks(_, r),
+            Done::Unit(x),
+        ) => Pending::Deliveries(r, x),
         (Command::Requeue(_, r), Done::Count(x)) => Pending::Requeue(r, x),
         (Command::ClaimAcks(_, r), Done::Ids(x)) => Pending::Claim(r, x),
         (Command::Page(_, _, r), Done::Receipts(x)) => Pending::Page(r, x),
@@ -184,7 +180,11 @@ pub(super) fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<
         .zip(results)
         .filter_map(|(cmd, done)| pair(cmd, done))
         .collect();
-    answer(pending, Ok(())).then_some(added_outbox).unwrap_or(false)
+    if answer(pending, Ok(())) {
+        added_outbox
+    } else {
+        false
+    }
 }
 
 /// The batch without savepoints, committed only if every command succeeded. `Ok(None)`: one
@@ -393,7 +393,7 @@ fn submit(
             if let Some(r) = existing_receipt(conn, &s.channel, &key)? {
                 return Ok(r);
             }
-            let inbox_id = insert_inbox(conn, &s, &key, "quarantined", Some(reason), received_at)?;
+            let inbox_id = insert_inbox(conn, s, &key, "quarantined", Some(reason), received_at)?;
             Ok(Receipt {
                 inbox_id,
                 outcome: Outcome::Quarantined {
@@ -410,7 +410,7 @@ fn submit(
             if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
                 return Ok(r);
             }
-            let inbox_id = insert_inbox(conn, &s, external_id, "stored", None, received_at)?;
+            let inbox_id = insert_inbox(conn, s, external_id, "stored", None, received_at)?;
             conn.prepare_cached("UPDATE inbox SET automated = ?2 WHERE id = ?1")?
                 .execute(params![inbox_id, rule])?;
             if let Some(b) = bounce
@@ -429,8 +429,8 @@ fn submit(
             if let Some(r) = existing_receipt(conn, &s.channel, &draft.external_id)? {
                 return Ok(r);
             }
-            let inbox_id = insert_inbox(conn, &s, &draft.external_id, "stored", None, received_at)?;
-            let outcome = store_report(conn, settings, &s, inbox_id, draft, now)?;
+            let inbox_id = insert_inbox(conn, s, &draft.external_id, "stored", None, received_at)?;
+            let outcome = store_report(conn, settings, s, inbox_id, draft, now)?;
             Ok(Receipt {
                 inbox_id,
                 outcome,
@@ -446,10 +446,10 @@ fn submit(
             if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
                 return Ok(r);
             }
-            let inbox_id = insert_inbox(conn, &s, external_id, "stored", None, received_at)?;
+            let inbox_id = insert_inbox(conn, s, external_id, "stored", None, received_at)?;
             let outcome = super::conversations::gather(
                 conn,
-                &s,
+                s,
                 inbox_id,
                 psid,
                 fragment,
@@ -472,10 +472,10 @@ fn submit(
             if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
                 return Ok(r);
             }
-            let inbox_id = insert_inbox(conn, &s, external_id, "stored", None, received_at)?;
+            let inbox_id = insert_inbox(conn, s, external_id, "stored", None, received_at)?;
             let outcome = super::conversations::edit(
                 conn,
-                &s,
+                s,
                 inbox_id,
                 psid,
                 mid,
@@ -493,8 +493,8 @@ fn submit(
             if let Some(r) = existing_receipt(conn, &s.channel, key)? {
                 return Ok(r);
             }
-            let inbox_id = insert_inbox(conn, &s, key, "stored", None, received_at)?;
-            let outcome = super::feeds::item(conn, settings, &s, inbox_id, key, draft, now)?;
+            let inbox_id = insert_inbox(conn, s, key, "stored", None, received_at)?;
+            let outcome = super::feeds::item(conn, settings, s, inbox_id, key, draft, now)?;
             Ok(Receipt {
                 inbox_id,
                 outcome,
@@ -507,7 +507,7 @@ fn submit(
             ref draft,
         } => {
             let (inbox_id, outcome) =
-                super::conversations::close(conn, settings, &s, conversation, read, draft, now)?;
+                super::conversations::close(conn, settings, s, conversation, read, draft, now)?;
             Ok(Receipt {
                 inbox_id,
                 outcome,
@@ -566,8 +566,8 @@ fn submit(
                 params![inbox_id, key],
             )?;
             let outcome = match &feed_key {
-                Some(k) => super::feeds::item(conn, settings, &s, inbox_id, k, draft, now)?,
-                None => store_report(conn, settings, &s, inbox_id, draft, now)?,
+                Some(k) => super::feeds::item(conn, settings, s, inbox_id, k, draft, now)?,
+                None => store_report(conn, settings, s, inbox_id, draft, now)?,
             };
             Ok(Receipt {
                 inbox_id,
@@ -693,6 +693,33 @@ pub(super) fn report_outcome(conn: &Connection, id: &str) -> Result<Outcome, Sto
     })
 }
 
+/// The report made from the same e-mail (by Message-ID) when it arrived in another mailbox: the
+/// centre's address and a hotline address in Cc deliver one message twice.
+fn same_message_elsewhere(
+    conn: &Connection,
+    s: &Submission,
+    external_id: &str,
+) -> Result<Option<ReportRef>, StoreError> {
+    if !matches!(s.kind.as_str(), "maildir" | "imap") || external_id.starts_with("sha256:") {
+        return Ok(None);
+    }
+    Ok(conn
+        .prepare_cached(
+            "SELECT o.id, o.tracking_code FROM inbox i
+             JOIN reports r ON r.id = i.report_id
+             JOIN reports o ON o.id = coalesce(r.duplicate_of, r.id)
+             WHERE i.kind IN ('maildir', 'imap') AND i.external_id = ?1 AND i.channel != ?2
+             ORDER BY i.id LIMIT 1",
+        )?
+        .query_row(params![external_id, s.channel], |r| {
+            Ok(ReportRef {
+                id: r.get(0)?,
+                tracking_code: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
 pub(super) fn store_report(
     conn: &Connection,
     settings: &StoreSettings,
@@ -750,7 +777,16 @@ pub(super) fn store_report(
     }
 
     let text_key = draft.text_key.clone();
+    let same_message = same_message_elsewhere(conn, s, &draft.external_id)?;
+    if let Some(of) = &same_message {
+        related.push(Related {
+            tracking_code: of.tracking_code.clone(),
+            reason: "same_message".into(),
+            score: 1.0,
+        });
+    }
     let duplicate_of: Option<ReportRef> = match (reporter_id, &text_key) {
+        _ if same_message.is_some() => same_message,
         (Some(rid), Some(key)) => {
             let since = received_ms - settings.same_text_window.as_millis() as i64;
             conn.prepare_cached(
@@ -783,6 +819,31 @@ pub(super) fn store_report(
                 });
                 forward_duplicate = !(reporter_id.is_some() && of_reporter == reporter_id);
                 Some(of)
+            }
+            None => None,
+        },
+    };
+    // The same incident from anyone, in other words: linked with its reason and score. From
+    // someone else it is forwarded as `report.duplicate` for the operations centre to merge; from
+    // the same reporter it is a repeat, recorded and linked.
+    let position = draft.location.as_ref().map(|l| (l.lat, l.lon));
+    let duplicate_of = match duplicate_of {
+        Some(d) => Some(d),
+        None => match super::similar::earlier(
+            conn,
+            settings,
+            draft.signature.as_ref(),
+            position,
+            received_ms,
+        )? {
+            Some(m) => {
+                related.push(Related {
+                    tracking_code: m.of.tracking_code.clone(),
+                    reason: m.reason.into(),
+                    score: m.score,
+                });
+                forward_duplicate = !(reporter_id.is_some() && m.reporter_id == reporter_id);
+                Some(m.of)
             }
             None => None,
         },
@@ -824,6 +885,7 @@ pub(super) fn store_report(
         category: draft.category.clone(),
         unit: unit.clone(),
         location: draft.location.clone(),
+        ward: draft.ward.clone(),
         media: draft.media.clone(),
         omitted_media: draft.omitted_media.clone(),
         duplicate_of: duplicate_of.clone(),
@@ -890,6 +952,7 @@ pub(super) fn store_report(
         )?;
     }
     super::photos::index(conn, &id, &draft.media, received_ms)?;
+    super::similar::index(conn, &id, draft.signature.as_ref(), position, received_ms)?;
     match duplicate_of {
         // Same reporter, same text (or photo): recorded and linked, not forwarded as new.
         // Another reporter's same photo: forwarded as `report.duplicate`.

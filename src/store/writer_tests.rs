@@ -18,6 +18,12 @@ fn settings(dir: &std::path::Path) -> StoreSettings {
         same_text_window: std::time::Duration::from_secs(3600),
         same_photo_window: std::time::Duration::from_secs(3600),
         photo_distance: 4,
+        similar: crate::pipeline::similar::Policy {
+            window_ms: 3_600_000,
+            distance_m: 150.0,
+            score_near: 0.1,
+            score: 0.3,
+        },
         bounce_suppress_for: std::time::Duration::from_secs(3600),
         sinks: vec![("spool".into(), crate::config::ContactPolicy::default())],
         units: vec![],
@@ -44,6 +50,8 @@ fn draft(id: &str, text: &str) -> Box<Draft> {
         media: vec![],
         omitted_media: vec![],
         text_key: None,
+        ward: None,
+        signature: None,
         cites: vec![],
     })
 }
@@ -176,8 +184,5 @@ fn a_page_with_a_failing_item_quarantines_it_and_moves_the_cursor() {
         ),
         1
     );
-    assert_eq!(
-        super::feeds::cursor(&conn, "portal").unwrap(),
-        Some(cursor)
-    );
+    assert_eq!(super::feeds::cursor(&conn, "portal").unwrap(), Some(cursor));
 }

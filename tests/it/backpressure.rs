@@ -43,6 +43,12 @@ async fn a_blocked_writer_holds_intake_at_the_queue_capacity() {
         same_text_window: Duration::from_secs(3600),
         same_photo_window: Duration::from_secs(3600),
         photo_distance: 4,
+        similar: phananh::pipeline::similar::Policy {
+            window_ms: 72 * 3_600_000,
+            distance_m: 150.0,
+            score_near: 0.1,
+            score: 0.3,
+        },
         bounce_suppress_for: Duration::from_secs(3600),
         sinks: vec![("spool".into(), ContactPolicy::Full)],
         units: vec![],

@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod crash;
 mod daemon;
+mod dedupe;
 mod facebook;
 mod feed;
 mod followup;

@@ -165,6 +165,8 @@ fn report(
         media,
         omitted_media: omitted,
         text_key: None,
+        ward: None,
+        signature: None,
         cites: cited_codes(msg),
     };
     let draft = Draft {
@@ -312,6 +314,7 @@ fn attachments(
                 address: None,
                 ward: None,
                 taken_at: p.taken_at,
+                outside_city: false,
             });
         }
         let phash = content_type

@@ -50,6 +50,7 @@ pub fn draft_from(
             address: None,
             ward: None,
             taken_at: None,
+            outside_city: false,
         });
     let submitted_at = ordered
         .first()
@@ -82,6 +83,8 @@ pub fn draft_from(
         media,
         omitted_media: omitted,
         text_key: None,
+        ward: None,
+        signature: None,
         cites: crate::tracking::find_codes(&description),
     };
     Draft {

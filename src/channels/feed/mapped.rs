@@ -132,6 +132,8 @@ pub fn item(
         media: Vec::new(),
         omitted_media: Vec::new(),
         text_key: None,
+        ward: None,
+        signature: None,
         cites: Vec::new(),
     };
     let draft = Draft {

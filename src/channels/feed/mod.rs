@@ -774,6 +774,7 @@ fn place(
                 address: address.clone(),
                 ward: None,
                 taken_at: None,
+                outside_city: false,
             })
         }
         _ => None,

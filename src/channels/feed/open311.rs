@@ -121,6 +121,8 @@ pub fn request(
         media: Vec::new(),
         omitted_media: Vec::new(),
         text_key: None,
+        ward: None,
+        signature: None,
         cites: Vec::new(),
     };
     let draft = Draft {
