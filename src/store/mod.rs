@@ -7,7 +7,7 @@ pub mod feeds;
 mod photos;
 pub mod queries;
 mod schema;
-mod similar;
+pub mod similar;
 mod writer;
 #[cfg(test)]
 mod writer_tests;

@@ -4,7 +4,7 @@
 //! `pipeline::similar::same_incident`.
 
 use super::{StoreError, StoreSettings};
-use crate::pipeline::similar::{self, Side, Signature};
+use crate::pipeline::similar::{self, Policy, Side, Signature};
 use crate::report::ReportRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -32,7 +32,41 @@ pub(super) fn earlier(
     let Some(signature) = signature else {
         return Ok(None);
     };
-    let policy = &settings.similar;
+    let Some((id, reason, score)) =
+        lookup(conn, &settings.similar, signature, position, received_ms)?
+    else {
+        return Ok(None);
+    };
+    Ok(conn
+        .prepare_cached(
+            "SELECT o.id, o.tracking_code, o.reporter_id FROM reports r
+             JOIN reports o ON o.id = coalesce(r.duplicate_of, r.id)
+             WHERE r.id = ?1",
+        )?
+        .query_row([&id], |r| {
+            Ok(Match {
+                of: ReportRef {
+                    id: r.get(0)?,
+                    tracking_code: r.get(1)?,
+                },
+                reason,
+                score: (score * 100.0).round() / 100.0,
+                reporter_id: r.get(2)?,
+            })
+        })
+        .optional()?)
+}
+
+/// The stored report (as stored, maybe itself a duplicate) that is the same incident as this
+/// one, why, and the text score. Reads only the keyed candidates: the cost does not grow with
+/// the store. Public for the scaling benchmark.
+pub fn lookup(
+    conn: &Connection,
+    policy: &Policy,
+    signature: &Signature,
+    position: Option<(f64, f64)>,
+    received_ms: i64,
+) -> Result<Option<(String, &'static str, f64)>, StoreError> {
     let probe = similar::probe_keys(signature, position, policy.distance_m);
     if probe.is_empty() {
         return Ok(None);
@@ -78,27 +112,7 @@ pub(super) fn earlier(
             best = Some((report, at, reason, score));
         }
     }
-    let Some((id, _, reason, score)) = best else {
-        return Ok(None);
-    };
-    Ok(conn
-        .prepare_cached(
-            "SELECT o.id, o.tracking_code, o.reporter_id FROM reports r
-             JOIN reports o ON o.id = coalesce(r.duplicate_of, r.id)
-             WHERE r.id = ?1",
-        )?
-        .query_row([&id], |r| {
-            Ok(Match {
-                of: ReportRef {
-                    id: r.get(0)?,
-                    tracking_code: r.get(1)?,
-                },
-                reason,
-                score: (score * 100.0).round() / 100.0,
-                reporter_id: r.get(2)?,
-            })
-        })
-        .optional()?)
+    Ok(best.map(|(id, _, reason, score)| (id, reason, score)))
 }
 
 /// Indexes a stored report under its keys.
