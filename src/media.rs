@@ -52,13 +52,18 @@ impl MediaStore {
 }
 
 /// A downloaded file kept as media: type sniffed from the bytes (else the server's), written
-/// durably, and hashed for photo matching, all off the async threads.
+/// durably, hashed for photo matching, and a photo's EXIF position read, all off the async
+/// threads.
 pub async fn keep(
     store: std::sync::Arc<MediaStore>,
     bytes: Vec<u8>,
     declared: Option<String>,
     name: Option<String>,
-) -> std::io::Result<crate::report::Media> {
+    tz: chrono_tz::Tz,
+) -> std::io::Result<(
+    crate::report::Media,
+    Option<crate::pipeline::place::PhotoPlace>,
+)> {
     tokio::task::spawn_blocking(move || {
         let content_type = infer::get(&bytes)
             .map(|t| t.mime_type().to_string())
@@ -69,16 +74,20 @@ pub async fn keep(
             bytes,
         };
         store.put(&blob)?;
-        Ok(crate::report::Media {
-            phash: content_type
-                .starts_with("image/")
+        let image = content_type.starts_with("image/");
+        let place = image
+            .then(|| crate::pipeline::place::photo_place(&blob.bytes, tz))
+            .flatten();
+        let media = crate::report::Media {
+            phash: image
                 .then(|| crate::pipeline::photo::phash(&blob.bytes))
                 .flatten(),
             sha256: blob.sha256,
             content_type,
             size: blob.bytes.len() as u64,
             name,
-        })
+        };
+        Ok((media, place))
     })
     .await
     .map_err(std::io::Error::other)?

@@ -59,6 +59,22 @@ pub fn photo_place(bytes: &[u8], tz: chrono_tz::Tz) -> Option<PhotoPlace> {
     })
 }
 
+impl PhotoPlace {
+    /// The report's location from this photo.
+    pub fn location(self) -> crate::report::Location {
+        crate::report::Location {
+            lat: self.lat,
+            lon: self.lon,
+            source: crate::report::LocationSource::Exif,
+            accuracy_m: None,
+            address: None,
+            ward: None,
+            taken_at: self.taken_at,
+            outside_city: false,
+        }
+    }
+}
+
 fn ascii(exif: &exif::Exif, tag: Tag) -> Option<String> {
     match &exif.get_field(tag, In::PRIMARY)?.value {
         Value::Ascii(v) => v

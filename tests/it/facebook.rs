@@ -393,6 +393,9 @@ fn photos_are_downloaded_and_links_elsewhere_are_refused_and_recorded() {
     assert_eq!(omitted.len(), 2, "{r}");
     assert!(omitted.iter().all(|o| o["reason"] == "not_allowed"), "{r}");
     assert_eq!(r["title"], "Phản ánh qua Facebook (không có nội dung chữ)");
+    // No text, no pin: the photo's EXIF position is the report's.
+    assert_eq!(r["location"]["source"], "exif", "{r}");
+    assert_eq!(r["location"]["lat"], 16.4637, "{r}");
     let schema = super::schema::validator();
     assert_eq!(super::schema::violations(&schema, r), Vec::<String>::new());
     let asked: Vec<String> = cdn

@@ -4,9 +4,7 @@ use crate::config::EmailConfig;
 use crate::config::units::human_size;
 use crate::pipeline::place::photo_place;
 use crate::pipeline::{Blob, Draft, phone, sha256_hex, text};
-use crate::report::{
-    Category, CategorySource, Location, LocationSource, Media, OmittedMedia, Reporter,
-};
+use crate::report::{Category, CategorySource, Location, Media, OmittedMedia, Reporter};
 use chrono::{DateTime, FixedOffset};
 use mail_parser::{MessageParser, MimeHeaders};
 use std::collections::HashSet;
@@ -306,16 +304,7 @@ fn attachments(
             continue;
         }
         if location.is_none() && content_type.starts_with("image/") {
-            location = photo_place(bytes, tz).map(|p| Location {
-                lat: p.lat,
-                lon: p.lon,
-                source: LocationSource::Exif,
-                accuracy_m: None,
-                address: None,
-                ward: None,
-                taken_at: p.taken_at,
-                outside_city: false,
-            });
+            location = photo_place(bytes, tz).map(|p| p.location());
         }
         let phash = content_type
             .starts_with("image/")

@@ -5,25 +5,31 @@
 use super::event::Fragment;
 use crate::fetch::{FetchError, Fetcher};
 use crate::media::MediaStore;
+use crate::pipeline::place::PhotoPlace;
 
 use crate::report::{Media, OmittedMedia};
 use std::sync::Arc;
 
+/// The kept media, those not kept, and the first photo position found (EXIF).
 pub async fn collect(
     fetcher: &Fetcher,
     store: &Arc<MediaStore>,
     channel: &str,
     fragments: &[Fragment],
-) -> std::io::Result<(Vec<Media>, Vec<OmittedMedia>)> {
+    tz: chrono_tz::Tz,
+) -> std::io::Result<(Vec<Media>, Vec<OmittedMedia>, Option<PhotoPlace>)> {
     let mut media: Vec<Media> = Vec::new();
     let mut omitted = Vec::new();
+    let mut place = None;
     for a in fragments.iter().flat_map(|f| &f.attachments) {
         let Some(url) = &a.url else { continue };
         let name = a.title.clone().or_else(|| file_name(url));
         match fetcher.get(url).await {
             Ok(got) => {
-                let m =
-                    crate::media::keep(store.clone(), got.bytes, got.content_type, name).await?;
+                let (m, p) =
+                    crate::media::keep(store.clone(), got.bytes, got.content_type, name, tz)
+                        .await?;
+                place = place.or(p);
                 if !media.iter().any(|x| x.sha256 == m.sha256) {
                     media.push(m);
                 }
@@ -47,7 +53,7 @@ pub async fn collect(
             }
         }
     }
-    Ok((media, omitted))
+    Ok((media, omitted, place))
 }
 
 /// The last path segment of a CDN URL (`4711_n.jpg`), as the attachment's name.

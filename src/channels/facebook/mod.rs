@@ -167,8 +167,14 @@ impl Assembler {
             (Some(c), true) => graph::sender_name(c, &self.cfg, &psid).await,
             _ => None,
         };
-        let (media, omitted) =
-            media::collect(&self.fetcher, self.intake.media(), &self.name, &fragments).await?;
+        let (media, omitted, photo_place) = media::collect(
+            &self.fetcher,
+            self.intake.media(),
+            &self.name,
+            &fragments,
+            self.intake.tz(),
+        )
+        .await?;
         let mut draft = draft_from(
             &psid,
             &fragments,
@@ -178,6 +184,10 @@ impl Assembler {
             self.intake.default_category(),
         );
         draft.reporter.name = sender;
+        // Messenger strips EXIF from photos; a photo sent another way may still carry it.
+        if draft.location.is_none() {
+            draft.location = photo_place.map(|p| p.location());
+        }
         self.intake.classify(&mut draft);
         let receipt = self
             .intake

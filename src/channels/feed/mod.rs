@@ -337,12 +337,15 @@ impl Poller {
         let (body, created) =
             match mapped::item(&raw, m, self.intake.tz(), self.intake.default_category()) {
                 Ok(mut it) => {
-                    self.intake.classify_text(&mut it.draft, &it.citizen_text);
                     for url in &it.media_urls {
-                        let (media, omitted) = self.media(url).await;
+                        let (media, omitted, place) = self.media(url).await;
                         it.draft.media.extend(media);
                         it.draft.omitted_media.extend(omitted);
+                        if it.draft.location.is_none() {
+                            it.draft.location = place.map(|p| p.location());
+                        }
                     }
+                    self.intake.classify_text(&mut it.draft, &it.citizen_text);
                     (
                         SubmissionBody::FeedItem {
                             key: it.key,
@@ -658,12 +661,15 @@ impl Poller {
             self.intake.default_category(),
         ) {
             Ok(mut r) => {
-                self.intake.classify_text(&mut r.draft, &r.citizen_text);
                 if let Some(url) = &r.media_url {
-                    let (media, omitted) = self.media(url).await;
+                    let (media, omitted, place) = self.media(url).await;
                     r.draft.media.extend(media);
                     r.draft.omitted_media.extend(omitted);
+                    if r.draft.location.is_none() {
+                        r.draft.location = place.map(|p| p.location());
+                    }
                 }
+                self.intake.classify_text(&mut r.draft, &r.citizen_text);
                 SubmissionBody::FeedItem {
                     key: r.key,
                     draft: Box::new(r.draft),
@@ -674,7 +680,15 @@ impl Poller {
         self.wrap(raw, body)
     }
 
-    async fn media(&self, url: &str) -> (Vec<Media>, Vec<OmittedMedia>) {
+    /// A photo by URL: kept, or listed as omitted; with its EXIF position when it has one.
+    async fn media(
+        &self,
+        url: &str,
+    ) -> (
+        Vec<Media>,
+        Vec<OmittedMedia>,
+        Option<crate::pipeline::place::PhotoPlace>,
+    ) {
         let name = reqwest::Url::parse(url)
             .ok()
             .and_then(|u| u.path_segments()?.next_back().map(str::to_string))
@@ -686,11 +700,12 @@ impl Poller {
                     got.bytes,
                     got.content_type,
                     name.clone(),
+                    self.intake.tz(),
                 )
                 .await
                 {
-                    Ok(m) => (vec![m], vec![]),
-                    Err(_) => (vec![], vec![omitted(name, "unavailable", 0)]),
+                    Ok((m, place)) => (vec![m], vec![], place),
+                    Err(_) => (vec![], vec![omitted(name, "unavailable", 0)], None),
                 }
             }
             Err(e) => {
@@ -700,7 +715,7 @@ impl Poller {
                     crate::fetch::FetchError::TooLarge(n) => ("too_large", n),
                     crate::fetch::FetchError::Unavailable(_) => ("unavailable", 0),
                 };
-                (vec![], vec![omitted(name, reason, size)])
+                (vec![], vec![omitted(name, reason, size)], None)
             }
         }
     }
