@@ -68,14 +68,14 @@ impl Enricher {
         {
             draft.category = c;
         }
-        self.place(draft, text);
+        let named_wards = self.wards.in_text(text);
+        self.place(draft, text, &named_wards);
         if draft.unit.is_none() {
             draft.unit = self.unit(
                 &draft.category.code,
                 draft.ward.as_ref().map(|w| &w.code[..]),
             );
         }
-        let named_wards = self.wards.in_text(text);
         let mut wards: Vec<String> = named_wards.iter().map(|w| w.code.clone()).collect();
         wards.sort_unstable();
         wards.dedup();
@@ -117,7 +117,7 @@ impl Enricher {
             .or_else(|| self.units.get(category).cloned().flatten())
     }
 
-    fn place(&self, draft: &mut Draft, text: &str) {
+    fn place(&self, draft: &mut Draft, text: &str, named_wards: &[super::geo::Found]) {
         if draft.location.is_none()
             && let Some((lat, lon)) = super::place::coordinates_in_text(text)
         {
@@ -146,7 +146,7 @@ impl Enricher {
             }
         }
         // Named in the text: only when it names one ward (two are two places, or a route).
-        if let [w] = self.wards.in_text(text).as_slice() {
+        if let [w] = named_wards {
             draft.ward = Some(WardRef {
                 code: w.code.clone(),
                 name: w.name.clone(),

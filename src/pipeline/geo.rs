@@ -173,14 +173,16 @@ pub struct Found {
     pub by_polygon: bool,
 }
 
+/// NFC, lower case, punctuation as spaces, spaced at both ends; diacritics kept.
 fn lower(s: &str) -> String {
+    let spaced: String = text::nfc(s)
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .flat_map(char::to_lowercase)
+        .collect();
     format!(
         " {} ",
-        text::nfc(s)
-            .to_lowercase()
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
+        spaced.split_whitespace().collect::<Vec<_>>().join(" ")
     )
 }
 
@@ -269,11 +271,7 @@ impl Wards {
     /// ward) and "Thuận Hóa" (a new one) differ only by a mark, so the marks decide when present.
     /// A name right after "đường", "cầu", "chợ", "kiệt"… is a street or a landmark, not the ward.
     pub fn in_text(&self, s: &str) -> Vec<Found> {
-        let spaced: String = s
-            .chars()
-            .map(|c| if c.is_alphanumeric() { c } else { ' ' })
-            .collect();
-        let mut hits = find(&lower(&spaced), self.names.iter().map(|(e, _, i)| (e, *i)));
+        let mut hits = find(&lower(s), self.names.iter().map(|(e, _, i)| (e, *i)));
         if hits.is_empty() {
             let folded = format!(" {} ", text::dedupe_key(s));
             hits = find(&folded, self.names.iter().map(|(_, f, i)| (f, *i)));
@@ -387,6 +385,10 @@ mod tests {
         // A street named like a ward is not the ward.
         assert_eq!(names("cây đổ trên đường Kim Long"), Vec::<String>::new());
         assert_eq!(names("mất nước ở Kim Long"), vec!["Kim Long"]);
+        assert_eq!(
+            names("sạt lở ở xã Chân Mây – Lăng Cô"),
+            vec!["Chân Mây - Lăng Cô"]
+        );
     }
 
     #[test]
