@@ -230,7 +230,11 @@ pub fn migrations() -> Migrations<'static> {
                 received_ms INTEGER NOT NULL,
                 lat         REAL,
                 lon         REAL,
-                signature   TEXT NOT NULL
+                shingles    BLOB NOT NULL,
+                family      TEXT,
+                problems    TEXT NOT NULL,
+                numbers     TEXT NOT NULL,
+                wards       TEXT NOT NULL
             );
             CREATE TABLE similar_keys (
                 key         INTEGER NOT NULL,

@@ -8,9 +8,10 @@ use crate::pipeline::similar::{self, Policy, Side, Signature};
 use crate::report::ReportRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
-/// Most candidates read per lookup: the newest first, so a flood night with hundreds of reports
-/// in one cell still costs a bounded lookup.
-const CANDIDATES: i64 = 256;
+/// Rows read per key, the newest first: a flood night with thousands of reports in one cell,
+/// or a feed whose items share a template, still costs a bounded lookup (at 150 m: 9 cells and 8
+/// min-hashes, so at most 17 × 12 candidates).
+const PER_KEY: i64 = 12;
 
 /// An earlier report (standing for its original), why and how closely it is the same incident,
 /// and its reporter.
@@ -67,42 +68,49 @@ pub fn lookup(
     position: Option<(f64, f64)>,
     received_ms: i64,
 ) -> Result<Option<(String, &'static str, f64)>, StoreError> {
-    let probe = similar::probe_keys(signature, position, policy.distance_m);
-    if probe.is_empty() {
-        return Ok(None);
-    }
     let since = received_ms - policy.window_ms;
-    let keys = serde_json::to_string(&probe).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT i.report_id, i.received_ms, i.lat, i.lon, i.signature
-         FROM similar_index i
-         WHERE i.id IN (SELECT k.entry FROM similar_keys k
-                        WHERE k.key IN (SELECT value FROM json_each(?1)) AND k.received_ms >= ?2
-                        ORDER BY k.received_ms DESC LIMIT ?3)",
+    let mut entries: Vec<i64> = Vec::new();
+    let mut by_key = conn.prepare_cached(
+        "SELECT entry FROM similar_keys WHERE key = ?1 AND received_ms >= ?2
+         ORDER BY received_ms DESC LIMIT ?3",
     )?;
-    let rows = stmt.query_map(params![keys, since, CANDIDATES], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, Option<f64>>(2)?,
-            r.get::<_, Option<f64>>(3)?,
-            r.get::<_, String>(4)?,
-        ))
-    })?;
+    for key in similar::probe_keys(signature, position, policy.distance_m) {
+        for e in by_key.query_map(params![key, since, PER_KEY], |r| r.get::<_, i64>(0))? {
+            let e = e?;
+            if !entries.contains(&e) {
+                entries.push(e);
+            }
+        }
+    }
+    let mut entry = conn.prepare_cached(
+        "SELECT report_id, received_ms, lat, lon, shingles, family, problems, numbers, wards
+         FROM similar_index WHERE id = ?1",
+    )?;
     let this = Side {
         signature,
         position,
     };
     // The best-scoring match; on a tie the earliest.
     let mut best: Option<(String, i64, &'static str, f64)> = None;
-    for row in rows {
-        let (report, at, lat, lon, sig) = row?;
-        let Ok(other) = serde_json::from_str::<Signature>(&sig) else {
+    for e in entries {
+        let Some((report, at, other_position, other)) = entry
+            .query_row([e], |r| {
+                let lat: Option<f64> = r.get(2)?;
+                let lon: Option<f64> = r.get(3)?;
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    lat.zip(lon),
+                    decode(r)?,
+                ))
+            })
+            .optional()?
+        else {
             continue;
         };
         let other = Side {
             signature: &other,
-            position: lat.zip(lon),
+            position: other_position,
         };
         if let Some((reason, score)) = similar::same_incident(other, this, policy)
             && best
@@ -113,6 +121,29 @@ pub fn lookup(
         }
     }
     Ok(best.map(|(id, _, reason, score)| (id, reason, score)))
+}
+
+/// A signature from its columns (shingles as little-endian u32s, lists comma-separated): read
+/// for every candidate, so it must be cheap.
+fn decode(r: &rusqlite::Row<'_>) -> rusqlite::Result<Signature> {
+    let shingles: Vec<u8> = r.get(4)?;
+    let list = |i: usize| -> rusqlite::Result<Vec<String>> {
+        let s: String = r.get(i)?;
+        Ok(s.split(',')
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect())
+    };
+    Ok(Signature {
+        shingles: shingles
+            .chunks_exact(4)
+            .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        family: r.get(5)?,
+        problems: list(6)?,
+        numbers: list(7)?.iter().filter_map(|n| n.parse().ok()).collect(),
+        wards: list(8)?,
+    })
 }
 
 /// Indexes a stored report under its keys.
@@ -130,16 +161,27 @@ pub(super) fn index(
     if keys.is_empty() {
         return Ok(());
     }
-    let json = serde_json::to_string(signature).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let shingles: Vec<u8> = signature
+        .shingles
+        .iter()
+        .flat_map(|h| h.to_le_bytes())
+        .collect();
+    let join = |v: &[String]| v.join(",");
+    let numbers: Vec<String> = signature.numbers.iter().map(u16::to_string).collect();
     conn.prepare_cached(
-        "INSERT INTO similar_index (report_id, received_ms, lat, lon, signature) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO similar_index (report_id, received_ms, lat, lon, shingles, family, problems, numbers, wards)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         report_id,
         received_ms,
         position.map(|p| p.0),
         position.map(|p| p.1),
-        json
+        shingles,
+        signature.family,
+        join(&signature.problems),
+        join(&numbers),
+        join(&signature.wards)
     ])?;
     let entry = conn.last_insert_rowid();
     let mut insert = conn.prepare_cached(
