@@ -277,9 +277,12 @@ fn cell_of(lat: f64, lon: f64) -> (i64, i64) {
     )
 }
 
-/// The keys a report is indexed under: its cell (with a position) and its min-hashes.
+/// The keys a report is indexed under: its cell (with a position) and its min-hashes, which are
+/// told apart by whether the report has a position: two reports with positions are compared only
+/// when close, so one with a position never needs another's min-hashes (in a dense area or a
+/// templated feed they would be hundreds of candidates).
 pub fn keys(signature: &Signature, position: Option<(f64, f64)>) -> Vec<i64> {
-    let mut out = minhashes(&signature.shingles);
+    let mut out = minhashes(&signature.shingles, position.is_some());
     if let Some((lat, lon)) = position {
         let (y, x) = cell_of(lat, lon);
         out.push(cell_key(y, x));
@@ -293,21 +296,28 @@ pub fn probe_keys(
     position: Option<(f64, f64)>,
     distance_m: f64,
 ) -> Vec<i64> {
-    let mut out = minhashes(&signature.shingles);
+    let mut out = minhashes(&signature.shingles, false);
+    if position.is_none() {
+        out.extend(minhashes(&signature.shingles, true));
+    }
     if let Some((lat, lon)) = position {
-        let (y, x) = cell_of(lat, lon);
-        let cell_m = CELL_DEG * 110_574.0 * lat.to_radians().cos().max(0.1);
-        let r = (distance_m / cell_m).ceil().clamp(1.0, 20.0) as i64;
-        for dy in -r..=r {
-            for dx in -r..=r {
-                out.push(cell_key(y + dy, x + dx));
+        // Exactly the cells the square of ± distance around the position touches: 1 to 3 per
+        // axis at 150 m, usually 4 in all.
+        let dlat = (distance_m / 110_574.0).min(1.0);
+        let dlon = (distance_m / (110_574.0 * lat.to_radians().cos().max(0.1))).min(1.0);
+        let (y0, x0) = cell_of(lat - dlat, lon - dlon);
+        let (y1, x1) = cell_of(lat + dlat, lon + dlon);
+        for cy in y0..=y1 {
+            for cx in x0..=x1 {
+                out.push(cell_key(cy, cx));
             }
         }
     }
     out
 }
 
-fn minhashes(shingles: &[u32]) -> Vec<i64> {
+fn minhashes(shingles: &[u32], positioned: bool) -> Vec<i64> {
+    let kind = if positioned { 2 + MINHASHES as i64 } else { 2 };
     if shingles.is_empty() {
         return Vec::new();
     }
@@ -318,7 +328,7 @@ fn minhashes(shingles: &[u32]) -> Vec<i64> {
                 .map(|&s| mix(u64::from(s) ^ (seed.wrapping_mul(0x9e37_79b9_7f4a_7c15))))
                 .min()
                 .expect("not empty");
-            ((2 + seed as i64) << 48) | (min & 0xffff_ffff_ffff) as i64
+            ((kind + seed as i64) << 48) | (min & 0xffff_ffff_ffff) as i64
         })
         .collect()
 }
@@ -352,6 +362,33 @@ mod tests {
         );
         assert_eq!(numbers("gọi 0905 318 442 nhé"), Vec::<u16>::new());
         assert_eq!(numbers("lúc 7h30 ngày 12/10"), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn the_cells_looked_up_hold_every_position_within_the_distance() {
+        let sig = Signature {
+            shingles: vec![1],
+            ..Signature::default()
+        };
+        // Points on a ring 149 m around positions at various places in their cells.
+        for (lat, lon) in [
+            (16.4637, 107.5909),
+            (16.46251, 107.58901),
+            (16.46399, 107.59149),
+        ] {
+            let probe = probe_keys(&sig, Some((lat, lon)), 150.0);
+            for step in 0..36 {
+                let a = f64::from(step) * 10f64.to_radians();
+                let (dlat, dlon) = (
+                    149.0 * a.cos() / 110_574.0,
+                    149.0 * a.sin() / (110_574.0 * lat.to_radians().cos()),
+                );
+                let other = (lat + dlat, lon + dlon);
+                assert!(distance_m((lat, lon), other) < 150.0);
+                let key = *keys(&sig, Some(other)).last().unwrap();
+                assert!(probe.contains(&key), "{lat},{lon} → {other:?}");
+            }
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use crate::report::ReportRef;
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// Rows read per key, the newest first: a flood night with thousands of reports in one cell,
-/// or a feed whose items share a template, still costs a bounded lookup (at 150 m: 9 cells and 8
-/// min-hashes, so at most 17 × 12 candidates).
+/// or a feed whose items share a template, still costs a bounded lookup (with a position, at
+/// 150 m: usually 4 cells and 8 min-hashes of reports without one; without, 16 min-hashes).
 const PER_KEY: i64 = 12;
 
 /// An earlier report (standing for its original), why and how closely it is the same incident,
@@ -69,45 +69,47 @@ pub fn lookup(
     received_ms: i64,
 ) -> Result<Option<(String, &'static str, f64)>, StoreError> {
     let since = received_ms - policy.window_ms;
-    let mut entries: Vec<i64> = Vec::new();
-    let mut by_key = conn.prepare_cached(
-        "SELECT entry FROM similar_keys WHERE key = ?1 AND received_ms >= ?2
-         ORDER BY received_ms DESC LIMIT ?3",
-    )?;
-    for key in similar::probe_keys(signature, position, policy.distance_m) {
-        for e in by_key.query_map(params![key, since, PER_KEY], |r| r.get::<_, i64>(0))? {
-            let e = e?;
-            if !entries.contains(&e) {
-                entries.push(e);
-            }
-        }
+    let keys = similar::probe_keys(signature, position, policy.distance_m);
+    if keys.is_empty() {
+        return Ok(None);
     }
-    let mut entry = conn.prepare_cached(
+    // One statement: the newest PER_KEY rows of each key, their entries once, read in place.
+    let per_key: Vec<String> = (0..keys.len())
+        .map(|i| {
+            format!(
+                "SELECT entry FROM (SELECT entry FROM similar_keys WHERE key = ?{} AND received_ms >= ?1
+                 ORDER BY received_ms DESC LIMIT {PER_KEY})",
+                i + 2
+            )
+        })
+        .collect();
+    let sql = format!(
         "SELECT report_id, received_ms, lat, lon, shingles, family, problems, numbers, wards
-         FROM similar_index WHERE id = ?1",
-    )?;
+         FROM similar_index WHERE id IN ({})",
+        per_key.join(" UNION ")
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut values: Vec<i64> = Vec::with_capacity(keys.len() + 1);
+    values.push(since);
+    values.extend(keys);
+    let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
+        let lat: Option<f64> = r.get(2)?;
+        let lon: Option<f64> = r.get(3)?;
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            lat.zip(lon),
+            decode(r)?,
+        ))
+    })?;
     let this = Side {
         signature,
         position,
     };
     // The best-scoring match; on a tie the earliest.
     let mut best: Option<(String, i64, &'static str, f64)> = None;
-    for e in entries {
-        let Some((report, at, other_position, other)) = entry
-            .query_row([e], |r| {
-                let lat: Option<f64> = r.get(2)?;
-                let lon: Option<f64> = r.get(3)?;
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, i64>(1)?,
-                    lat.zip(lon),
-                    decode(r)?,
-                ))
-            })
-            .optional()?
-        else {
-            continue;
-        };
+    for row in rows {
+        let (report, at, other_position, other) = row?;
         let other = Side {
             signature: &other,
             position: other_position,
