@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Rows read per key, the newest first: a flood night with thousands of reports in one cell,
 /// or a feed whose items share a template, still costs a bounded lookup (with a position, at
 /// 150 m: usually 4 cells and 8 min-hashes of reports without one; without, 16 min-hashes).
-const PER_KEY: i64 = 12;
+const PER_KEY: i64 = 6;
 
 /// An earlier report (standing for its original), why and how closely it is the same incident,
 /// and its reporter.
