@@ -355,13 +355,13 @@ fn load_daemon(
             "photo_distance above 8 bits would match different photos; use 0 to 8 (4 is measured to be safe)".into(),
         ));
     }
-    if !(0.0..=2_000.0).contains(&d.dedupe.similar_distance_m)
+    if !(0.0..=1_000.0).contains(&d.dedupe.similar_distance_m)
         || !(0.0..=1.0).contains(&d.dedupe.similar_score)
         || !(0.0..=1.0).contains(&d.dedupe.similar_score_near)
     {
         errors.push(err(
             "similar_score",
-            "similar_score and similar_score_near are between 0 and 1, similar_distance_m between 0 and 2000 (metres)".into(),
+            "similar_score and similar_score_near are between 0 and 1, similar_distance_m between 0 and 1000 (metres)".into(),
         ));
     }
     if d.store.batch_max == 0 {

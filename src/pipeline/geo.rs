@@ -161,7 +161,9 @@ struct WardsFile {
 pub struct Wards {
     entries: Vec<WardEntry>,
     /// (name as written lower-case, name folded, index into entries), longest first.
-    names: Vec<(String, String, usize)>,
+    /// Ambiguous old names have no index: matched, they name no ward, and their words are not
+    /// matched again as a shorter name.
+    names: Vec<(String, String, Option<usize>)>,
     polygons: Vec<(usize, Polygon)>,
 }
 
@@ -191,6 +193,7 @@ impl Wards {
         let file: WardsFile = toml::from_str(toml_text).map_err(|e| e.to_string())?;
         let mut names = Vec::new();
         let mut seen = std::collections::HashMap::new();
+        let mut folded_owner: std::collections::HashMap<String, usize> = Default::default();
         for (i, w) in file.wards.iter().enumerate() {
             if w.code.trim().is_empty() || w.name.trim().is_empty() {
                 return Err(format!("a ward without code or name (entry {})", i + 1));
@@ -203,13 +206,28 @@ impl Wards {
                     i + 1
                 ));
             }
-            for n in std::iter::once(&w.name)
+            let named = std::iter::once(&w.name)
                 .chain(&w.aliases)
                 .chain(&w.old_units)
-            {
-                let exact = lower(n);
-                let folded = format!(" {} ", text::dedupe_key(n));
-                names.push((exact, folded, i));
+                .map(|n| (n, Some(i)));
+            for (n, ward) in named.chain(w.ambiguous_aliases.iter().map(|n| (n, None))) {
+                let folded = text::dedupe_key(n);
+                if folded.chars().count() < 2 {
+                    return Err(format!(
+                        "ward {:?}: the name {n:?} is too short to look for in text",
+                        w.name
+                    ));
+                }
+                if ward.is_some()
+                    && let Some(other) = folded_owner.insert(folded.clone(), i)
+                    && other != i
+                {
+                    return Err(format!(
+                        "the name {n:?} is given to two wards ({:?} and {:?}); list it under one, or as ambiguous_aliases",
+                        file.wards[other].name, w.name
+                    ));
+                }
+                names.push((lower(n), format!(" {folded} "), ward));
             }
         }
         names.sort_by_key(|(e, _, _)| std::cmp::Reverse(e.chars().count()));
@@ -267,15 +285,25 @@ impl Wards {
         }
     }
 
-    /// Every ward a text names (current or old names), written as-is first: "Thuận Hòa" (an old
-    /// ward) and "Thuận Hóa" (a new one) differ only by a mark, so the marks decide when present.
-    /// A name right after "đường", "cầu", "chợ", "kiệt"… is a street or a landmark, not the ward.
+    /// Every ward a text names (current or old names). "Thuận Hòa" (an old ward, now in Phú
+    /// Xuân) and "Thuận Hóa" (a new one) differ only by a mark, so a text written with marks is
+    /// matched as written; only a text without any is matched folded. A name right after
+    /// "đường", "cầu", "chợ", "kiệt"… is a street or a landmark, not the ward.
     pub fn in_text(&self, s: &str) -> Vec<Found> {
-        let mut hits = find(&lower(s), self.names.iter().map(|(e, _, i)| (e, *i)));
-        if hits.is_empty() {
-            let folded = format!(" {} ", text::dedupe_key(s));
-            hits = find(&folded, self.names.iter().map(|(_, f, i)| (f, *i)));
-        }
+        let marked = s.chars().any(|c| c.is_alphabetic() && !c.is_ascii());
+        let mut hits = if marked {
+            find(
+                &lower(s),
+                self.names.iter().map(|(e, _, i)| (e, *i)),
+                NOT_WARD_AFTER,
+            )
+        } else {
+            find(
+                &format!(" {} ", text::dedupe_key(s)),
+                self.names.iter().map(|(_, f, i)| (f, *i)),
+                NOT_WARD_AFTER_FOLDED,
+            )
+        };
         hits.sort_unstable();
         hits.dedup();
         hits.into_iter().map(|i| self.found(i, false)).collect()
@@ -285,43 +313,40 @@ impl Wards {
 /// Words after which a place name is not a ward.
 const NOT_WARD_AFTER: &[&str] = &[
     "đường",
-    "duong",
     "cầu",
-    "cau",
     "chợ",
-    "cho",
     "kiệt",
-    "kiet",
     "hẻm",
-    "hem",
     "trường",
-    "truong",
     "sông",
-    "song",
     "bến",
-    "ben",
     "đ",
-    "d",
     "ngõ",
-    "ngo",
     "phố",
-    "pho",
     "lăng",
-    "lang",
     "đồi",
-    "doi",
+];
+/// The same, folded; "cho" (for, or chợ) and "song" (but, or sông) are left out.
+const NOT_WARD_AFTER_FOLDED: &[&str] = &[
+    "duong", "cau", "kiet", "hem", "truong", "ben", "d", "ngo", "pho", "lang", "doi",
 ];
 
 /// Indexes of the names found in `hay` (both spaced at the ends), longest names first, each
 /// span matched once.
-fn find<'a>(hay: &str, names: impl Iterator<Item = (&'a String, usize)>) -> Vec<usize> {
+fn find<'a>(
+    hay: &str,
+    names: impl Iterator<Item = (&'a String, Option<usize>)>,
+    not_after: &[&str],
+) -> Vec<usize> {
     let mut hay = hay.to_string();
     let mut hits = Vec::new();
     for (name, i) in names {
         let mut from = 0;
         while let Some(at) = hay[from..].find(name.as_str()).map(|p| p + from) {
             let before = hay[..at].split_whitespace().next_back().unwrap_or("");
-            if !NOT_WARD_AFTER.contains(&before) {
+            if let Some(i) = i
+                && !not_after.contains(&before)
+            {
                 hits.push(i);
             }
             // The longer name's words are not matched again as a shorter one.
@@ -389,6 +414,24 @@ mod tests {
             names("sạt lở ở xã Chân Mây – Lăng Cô"),
             vec!["Chân Mây - Lăng Cô"]
         );
+        // The old Citadel ward Thuận Hòa is not the new Thuận Hóa; written without marks, the
+        // folded match cannot tell them apart.
+        assert_eq!(names("ngập ở phường Thuận Hòa"), Vec::<String>::new());
+        assert_eq!(names("ngập ở phường Thuận Hóa"), vec!["Thuận Hóa"]);
+        assert_eq!(names("gui cho Kim Long"), vec!["Kim Long"]);
+        assert_eq!(names(""), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_gazetteer_with_a_useless_or_shared_name_is_refused() {
+        let e = Wards::from_toml("[[wards]]\ncode = \"1\"\nname = \"Một\"\naliases = [\"–\"]\n")
+            .unwrap_err();
+        assert!(e.contains("too short"), "{e}");
+        let e = Wards::from_toml(
+            "[[wards]]\ncode = \"1\"\nname = \"Một\"\naliases = [\"Phú Hội\"]\n[[wards]]\ncode = \"2\"\nname = \"Hai\"\naliases = [\"Phu Hoi\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("two wards"), "{e}");
     }
 
     #[test]

@@ -78,7 +78,10 @@ fn stop_words() -> &'static std::collections::HashSet<&'static str> {
 /// Folded words with abbreviations written out; long digit runs (phone numbers) left out.
 fn words(s: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for w in text::dedupe_key(s).split(' ').filter(|w| !w.is_empty()) {
+    for w in text::dedupe_key(&without_phones(s))
+        .split(' ')
+        .filter(|w| !w.is_empty())
+    {
         let w = EXPAND
             .iter()
             .find(|(k, _)| *k == w)
@@ -90,6 +93,16 @@ fn words(s: &str) -> Vec<String> {
             }
             out.push(x.to_string());
         }
+    }
+    out
+}
+
+/// The text with phone numbers blanked: a number is the reporter's (or a hotline quoted in many
+/// reports), not the place's.
+fn without_phones(s: &str) -> String {
+    let mut out = s.to_string();
+    for (range, _) in super::phone::find_phone_spans(s).into_iter().rev() {
+        out.replace_range(range, " ");
     }
     out
 }
@@ -126,23 +139,30 @@ pub fn shingles(s: &str) -> Vec<u32> {
 /// length or count ("7h", "2 ngày", "50k", "3 xe" are not places).
 pub fn numbers(s: &str) -> Vec<u16> {
     static NUM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(r"(?:^|[^\d.,:/])(\d{1,4})(?:$|[^\d.,:/])").expect("static regex")
+        regex::Regex::new(r"(?:^|[^\d.,:/])(\d+)").expect("static regex")
     });
     const UNITS: &[&str] = &[
         "h", "g", "gio", "phut", "ngay", "thang", "nam", "m", "km", "cm", "kg", "k", "nghin",
         "trieu", "lan", "nguoi", "xe", "con", "cai", "tuan", "p", "ph",
     ];
-    // A phone number is the reporter's, not the place's.
-    let mut no_phones = s.to_string();
-    for (range, _) in super::phone::find_phone_spans(s).into_iter().rev() {
-        no_phones.replace_range(range, " ");
-    }
-    let folded = text::fold(&no_phones);
+    let folded = text::fold(&without_phones(s));
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(c) = NUM.captures_at(&folded, at) {
         let m = c.get(1).expect("group");
         at = m.end();
+        // "12/10", "7:30", "1.500", "16.4637": a date, a time, an amount, a coordinate. A full
+        // stop or comma that ends the sentence or the clause ("số 208.", "số 12, đường …") is
+        // not part of the number.
+        let mut next = folded[m.end()..].chars();
+        let joined = match next.next() {
+            Some(':' | '/') => true,
+            Some('.' | ',') => next.next().is_some_and(|c| c.is_ascii_digit()),
+            _ => false,
+        };
+        if joined || m.as_str().len() > 4 {
+            continue;
+        }
         let after = folded[m.end()..].trim_start();
         let unit = after
             .split(|c: char| !c.is_alphanumeric())
@@ -234,7 +254,9 @@ pub struct Side<'a> {
 /// Why two reports are one incident, with the text score; None if they are not.
 pub fn same_incident(a: Side<'_>, b: Side<'_>, policy: &Policy) -> Option<(&'static str, f64)> {
     let (sa, sb) = (a.signature, b.signature);
-    let same_problem = !sa.problems.is_empty() && !disjoint(&sa.problems, &sb.problems);
+    // Both name a problem and share one (`disjoint` is false when either names none).
+    let same_problem =
+        !sa.problems.is_empty() && !sb.problems.is_empty() && !disjoint(&sa.problems, &sb.problems);
     if disjoint(&sa.problems, &sb.problems) {
         return None;
     }
@@ -362,6 +384,11 @@ mod tests {
         );
         assert_eq!(numbers("gọi 0905 318 442 nhé"), Vec::<u16>::new());
         assert_eq!(numbers("lúc 7h30 ngày 12/10"), Vec::<u16>::new());
+        assert_eq!(
+            numbers("gần số 208. Trước nhà số 12, đường Lê Lợi"),
+            vec![12, 208]
+        );
+        assert_eq!(numbers("giá 1.500, 16.4637"), Vec::<u16>::new());
     }
 
     #[test]
@@ -389,6 +416,39 @@ mod tests {
                 assert!(probe.contains(&key), "{lat},{lon} → {other:?}");
             }
         }
+    }
+
+    #[test]
+    fn a_problem_named_on_one_side_only_does_not_lift_the_family_rule() {
+        let policy = Policy {
+            window_ms: 3_600_000,
+            distance_m: 150.0,
+            score_near: 0.1,
+            score: 0.3,
+        };
+        let pothole = Signature {
+            family: Some("ha_tang".into()),
+            problems: vec!["o_ga".into()],
+            shingles: shingles("ổ gà lớn trước số 12 Lê Lợi"),
+            ..Signature::default()
+        };
+        let food = Signature {
+            family: Some("an_toan_thuc_pham".into()),
+            shingles: shingles("quán ăn số 12 Lê Lợi bán thực phẩm hết hạn"),
+            ..Signature::default()
+        };
+        let at = Some((16.4637, 107.5909));
+        let side = |s| Side {
+            signature: s,
+            position: at,
+        };
+        assert_eq!(same_incident(side(&pothole), side(&food), &policy), None);
+        assert_eq!(same_incident(side(&food), side(&pothole), &policy), None);
+    }
+
+    #[test]
+    fn phone_numbers_are_not_words() {
+        assert_eq!(shingles("gọi 0905 318 442"), shingles("gọi 0912.777.888"));
     }
 
     #[test]

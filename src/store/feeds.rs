@@ -103,7 +103,9 @@ pub(super) fn item(
     }
     let earlier: Option<String> = conn
         .prepare_cached(
-            "SELECT coalesce(duplicate_of, id) FROM reports WHERE channel = ?1 AND external_id = ?2
+            // The item's own report, even when it was linked to another person's as the same
+            // incident: its changes are its own.
+            "SELECT id FROM reports WHERE channel = ?1 AND external_id = ?2
              ORDER BY received_ms LIMIT 1",
         )?
         .query_row(params![s.channel, draft.external_id], |r| r.get(0))

@@ -693,29 +693,60 @@ pub(super) fn report_outcome(conn: &Connection, id: &str) -> Result<Outcome, Sto
     })
 }
 
-/// The report made from the same e-mail (by Message-ID) when it arrived in another mailbox: the
-/// centre's address and a hotline address in Cc deliver one message twice.
+/// Whether this reporter already has a report in the incident (the original or a linked one):
+/// then this one is them repeating themselves, recorded but not forwarded again.
+fn already_in(
+    conn: &Connection,
+    reporter_id: Option<i64>,
+    original_reporter: Option<i64>,
+    original: &ReportRef,
+) -> Result<bool, StoreError> {
+    let Some(rid) = reporter_id else {
+        return Ok(false);
+    };
+    if original_reporter == Some(rid) {
+        return Ok(true);
+    }
+    Ok(conn
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM reports WHERE duplicate_of = ?2 AND reporter_id = ?1)",
+        )?
+        .query_row(params![rid, original.id], |r| r.get(0))?)
+}
+
+/// What the same e-mail (by Message-ID, from the same sender) became when it arrived in another
+/// mailbox: the centre's address and a hotline address in Cc deliver one message twice. The
+/// report (standing for its original), and whether that copy was a follow-up to it.
 fn same_message_elsewhere(
     conn: &Connection,
     s: &Submission,
     external_id: &str,
-) -> Result<Option<ReportRef>, StoreError> {
+    reporter_id: Option<i64>,
+) -> Result<Option<(ReportRef, bool)>, StoreError> {
     if !matches!(s.kind.as_str(), "maildir" | "imap") || external_id.starts_with("sha256:") {
         return Ok(None);
     }
+    // Without the same sender a reused or forged Message-ID proves nothing.
+    let Some(rid) = reporter_id else {
+        return Ok(None);
+    };
     Ok(conn
         .prepare_cached(
-            "SELECT o.id, o.tracking_code FROM inbox i
+            "SELECT o.id, o.tracking_code, i.follow_up FROM inbox i
              JOIN reports r ON r.id = i.report_id
              JOIN reports o ON o.id = coalesce(r.duplicate_of, r.id)
              WHERE i.kind IN ('maildir', 'imap') AND i.external_id = ?1 AND i.channel != ?2
+               AND (r.reporter_id = ?3 OR (i.follow_up = 1 AND o.reporter_id = ?3))
              ORDER BY i.id LIMIT 1",
         )?
-        .query_row(params![external_id, s.channel], |r| {
-            Ok(ReportRef {
-                id: r.get(0)?,
-                tracking_code: r.get(1)?,
-            })
+        .query_row(params![external_id, s.channel, rid], |r| {
+            Ok((
+                ReportRef {
+                    id: r.get(0)?,
+                    tracking_code: r.get(1)?,
+                },
+                r.get::<_, bool>(2)?,
+            ))
         })
         .optional()?)
 }
@@ -762,6 +793,16 @@ pub(super) fn store_report(
         None => None,
     };
 
+    // The same e-mail already taken from another mailbox: this copy joins what the first became
+    // (a report, or a follow-up to one) and nothing is recorded or forwarded twice.
+    let same_message = same_message_elsewhere(conn, s, &draft.external_id, reporter_id)?;
+    if let Some((of, true)) = &same_message {
+        conn.prepare_cached("UPDATE inbox SET report_id = ?2, follow_up = 1 WHERE id = ?1")?
+            .execute(params![inbox_id, of.id])?;
+        return Ok(Outcome::FollowUp { report: of.clone() });
+    }
+    let same_message = same_message.map(|(of, _)| of);
+
     // A message citing a live report: the same reporter's is a follow-up to it; anyone else's
     // becomes a new report that points at it (a stranger who quotes a code never joins it).
     let mut related = Vec::new();
@@ -777,7 +818,6 @@ pub(super) fn store_report(
     }
 
     let text_key = draft.text_key.clone();
-    let same_message = same_message_elsewhere(conn, s, &draft.external_id)?;
     if let Some(of) = &same_message {
         related.push(Related {
             tracking_code: of.tracking_code.clone(),
@@ -789,10 +829,13 @@ pub(super) fn store_report(
         _ if same_message.is_some() => same_message,
         (Some(rid), Some(key)) => {
             let since = received_ms - settings.same_text_window.as_millis() as i64;
+            // Their earlier report may itself be linked to someone else's: the link goes to the
+            // incident's first report.
             conn.prepare_cached(
-                "SELECT id, tracking_code FROM reports
-                 WHERE reporter_id = ?1 AND text_key = ?2 AND received_ms >= ?3 AND duplicate_of IS NULL
-                 ORDER BY received_ms LIMIT 1",
+                "SELECT o.id, o.tracking_code FROM reports r
+                 JOIN reports o ON o.id = coalesce(r.duplicate_of, r.id)
+                 WHERE r.reporter_id = ?1 AND r.text_key = ?2 AND r.received_ms >= ?3
+                 ORDER BY r.received_ms LIMIT 1",
             )?
             .query_row(params![rid, key, since], |r| {
                 Ok(ReportRef {
@@ -817,7 +860,7 @@ pub(super) fn store_report(
                     reason: "same_photo".into(),
                     score: (score * 100.0).round() / 100.0,
                 });
-                forward_duplicate = !(reporter_id.is_some() && of_reporter == reporter_id);
+                forward_duplicate = !already_in(conn, reporter_id, of_reporter, &of)?;
                 Some(of)
             }
             None => None,
@@ -842,7 +885,7 @@ pub(super) fn store_report(
                     reason: m.reason.into(),
                     score: m.score,
                 });
-                forward_duplicate = !(reporter_id.is_some() && m.reporter_id == reporter_id);
+                forward_duplicate = !already_in(conn, reporter_id, m.reporter_id, &m.of)?;
                 Some(m.of)
             }
             None => None,

@@ -124,7 +124,19 @@ impl City {
     }
 
     async fn submit(&self, channel: &str, kind: &str, s: Said<'_>, id: &str) -> Outcome {
-        let draft = self.draft(&s, id);
+        self.submit_citing(channel, kind, s, id, &[]).await
+    }
+
+    async fn submit_citing(
+        &self,
+        channel: &str,
+        kind: &str,
+        s: Said<'_>,
+        id: &str,
+        cites: &[String],
+    ) -> Outcome {
+        let mut draft = self.draft(&s, id);
+        draft.cites = cites.to_vec();
         let raw = format!("{id}:{}", s.text).into_bytes();
         self.store
             .submit(Submission {
@@ -416,7 +428,95 @@ async fn place_ward_and_unit() {
     let e = c.event(&code(&outside));
     assert_eq!(e["location"]["source"], "text");
     assert_eq!(e["location"]["outside_city"], true);
+    assert!(e.get("ward").is_none(), "{e}");
     assert!(c.config.daemon.place.boundary_file.is_some());
+}
+
+#[tokio::test]
+async fn a_second_reporter_repeating_their_duplicate_is_not_forwarded_again() {
+    let c = city();
+    let first = c
+        .submit(
+            "mail",
+            "imap",
+            said(
+                "an",
+                "Ổ gà sâu trên đường Lê Lợi trước trường Quốc Học",
+                "2026-11-20T07:00:00+07:00",
+                Some(QUOC_HOC),
+            ),
+            "m1",
+        )
+        .await;
+    let again = || {
+        said(
+            "binh",
+            "o ga to tren duong le loi gan quoc hoc, nguy hiem",
+            "2026-11-20T09:00:00+07:00",
+            Some(QUOC_HOC_40M),
+        )
+    };
+    let second = c.submit("app", "feed", again(), "a1").await;
+    let third = c.submit("app", "feed", again(), "a2").await;
+    for o in [&second, &third] {
+        let Outcome::Duplicate { of, .. } = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(of.tracking_code, code(&first));
+    }
+    // Binh's second message is stored and linked, but the centre hears of Binh once.
+    assert_eq!(c.forwarded("report.duplicate"), 1);
+}
+
+#[tokio::test]
+async fn a_follow_up_sent_to_two_mailboxes_joins_its_report_once() {
+    let c = city();
+    let first = c
+        .submit(
+            "mail-centre",
+            "imap",
+            said(
+                "an",
+                "Cây đổ chắn ngang đường Hùng Vương",
+                "2026-11-20T07:00:00+07:00",
+                None,
+            ),
+            "<a@mail.example>",
+        )
+        .await;
+    let cites = [code(&first)];
+    let reply = || {
+        said(
+            "an",
+            "Cây vẫn chưa được dọn, thêm ảnh",
+            "2026-11-20T10:00:00+07:00",
+            None,
+        )
+    };
+    let one = c
+        .submit_citing("mail-centre", "imap", reply(), "<b@mail.example>", &cites)
+        .await;
+    let two = c
+        .submit_citing("mail-hotline", "imap", reply(), "<b@mail.example>", &cites)
+        .await;
+    assert!(matches!(one, Outcome::FollowUp { .. }), "{one:?}");
+    assert!(matches!(two, Outcome::FollowUp { .. }), "{two:?}");
+    assert_eq!(c.forwarded("report.updated"), 1);
+    // Someone else reusing that Message-ID in another mailbox is not "the same message".
+    let other = c
+        .submit(
+            "mail-other",
+            "imap",
+            said(
+                "cuong",
+                "Mất điện cả khu phố Kim Long từ tối qua",
+                "2026-11-20T11:00:00+07:00",
+                None,
+            ),
+            "<a@mail.example>",
+        )
+        .await;
+    assert!(matches!(other, Outcome::Created { .. }), "{other:?}");
 }
 
 #[test]
