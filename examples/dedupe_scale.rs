@@ -33,7 +33,7 @@ use futures::StreamExt;
 use phananh::config::Config;
 use phananh::pipeline::enrich::Enricher;
 use phananh::pipeline::{Draft, sha256_hex, text};
-use phananh::report::{Category, CategorySource, Location, LocationSource, Reporter};
+use phananh::report::{Location, LocationSource};
 use phananh::store::{Outcome, Store, StoreSettings, Submission, SubmissionBody};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -305,39 +305,8 @@ fn generate(seed: u64, stream: u64, i: u64) -> (String, Option<(f64, f64)>) {
 
 fn draft(enricher: &Enricher, id: &str, text: String, position: Option<(f64, f64)>) -> Draft {
     let mut d = Draft {
-        external_id: id.to_string(),
-        submitted_at: None,
-        reporter: Reporter {
-            app_user_id: Some(id.to_string()),
-            ..Reporter::default()
-        },
-        title: String::new(),
-        description: text.clone(),
-        quoted: None,
-        full_text: text,
-        language: "vi".into(),
-        category: Category {
-            code: "chua_phan_loai".into(),
-            source: CategorySource::Default,
-            score: 0.0,
-        },
-        unit: None,
-        location: position.map(|(lat, lon)| Location {
-            lat,
-            lon,
-            source: LocationSource::Device,
-            accuracy_m: None,
-            address: None,
-            ward: None,
-            taken_at: None,
-            outside_city: false,
-        }),
-        media: vec![],
-        omitted_media: vec![],
-        text_key: None,
-        ward: None,
-        signature: None,
-        cites: vec![],
+        location: position.map(|(lat, lon)| Location::new(lat, lon, LocationSource::Device)),
+        ..Draft::from_text(id, id, &text, "chua_phan_loai")
     };
     enricher.apply(&mut d);
     d.text_key = d.dedupe_key();

@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::pipeline::enrich::Enricher;
 use crate::pipeline::{Draft, photo, sha256_hex};
-use crate::report::{Category, CategorySource, Location, LocationSource, Media, Reporter};
+use crate::report::{Category, CategorySource, Location, LocationSource, Media};
 use crate::store::{Outcome, Store, StoreSettings, Submission, SubmissionBody};
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -183,47 +183,27 @@ fn submission(
         _ => format!("{}-{which}", pair.id),
     };
     let mut draft = Draft {
-        external_id: external_id.clone(),
         submitted_at: Some(at),
-        reporter: Reporter {
-            app_user_id: Some(side.reporter.clone()),
-            ..Reporter::default()
-        },
         title: side.title.clone().unwrap_or_default(),
-        description: side.text.clone(),
-        quoted: None,
-        full_text: side.text.clone(),
-        language: "vi".into(),
-        category: match &side.category {
-            Some(code) => Category {
-                code: code.clone(),
-                source: CategorySource::Channel,
-                score: 1.0,
-            },
-            None => Category {
-                code: config.daemon.default_category.clone(),
-                source: CategorySource::Default,
-                score: 0.0,
-            },
-        },
-        unit: None,
-        location: side.lat.zip(side.lon).map(|(lat, lon)| Location {
-            lat,
-            lon,
-            source: LocationSource::Device,
-            accuracy_m: None,
-            address: None,
-            ward: None,
-            taken_at: None,
-            outside_city: false,
-        }),
+        location: side
+            .lat
+            .zip(side.lon)
+            .map(|(lat, lon)| Location::new(lat, lon, LocationSource::Device)),
         media,
-        omitted_media: vec![],
-        text_key: None,
-        ward: None,
-        signature: None,
-        cites: vec![],
+        ..Draft::from_text(
+            &external_id,
+            &side.reporter,
+            &side.text,
+            &config.daemon.default_category,
+        )
     };
+    if let Some(code) = &side.category {
+        draft.category = Category {
+            code: code.clone(),
+            source: CategorySource::Channel,
+            score: 1.0,
+        };
+    }
     enricher.apply(&mut draft);
     draft.text_key = draft.dedupe_key();
     let raw = serde_json::to_vec(&serde_json::json!({"pair": pair.id, "side": which}))?;

@@ -213,6 +213,22 @@ pub struct Location {
     pub outside_city: bool,
 }
 
+impl Location {
+    /// A bare position from one source; the optional details unset.
+    pub fn new(lat: f64, lon: f64, source: LocationSource) -> Self {
+        Self {
+            lat,
+            lon,
+            source,
+            accuracy_m: None,
+            address: None,
+            ward: None,
+            taken_at: None,
+            outside_city: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct WardRef {
     /// The code in the wards file (GSO code for Huế).

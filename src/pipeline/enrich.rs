@@ -121,16 +121,7 @@ impl Enricher {
         if draft.location.is_none()
             && let Some((lat, lon)) = super::place::coordinates_in_text(text)
         {
-            draft.location = Some(Location {
-                lat,
-                lon,
-                source: LocationSource::Text,
-                accuracy_m: None,
-                address: None,
-                ward: None,
-                taken_at: None,
-                outside_city: false,
-            });
+            draft.location = Some(Location::new(lat, lon, LocationSource::Text));
         }
         if let Some(loc) = draft.location.as_mut() {
             loc.outside_city =

@@ -45,6 +45,42 @@ pub struct Draft {
 }
 
 impl Draft {
+    /// A report made of text only, by a reporter known by an app user id, in the default
+    /// category: what tools and tests build drafts from before `Enricher::apply`.
+    pub fn from_text(
+        external_id: &str,
+        reporter: &str,
+        text: &str,
+        default_category: &str,
+    ) -> Draft {
+        Draft {
+            external_id: external_id.into(),
+            submitted_at: None,
+            reporter: Reporter {
+                app_user_id: Some(reporter.into()),
+                ..Reporter::default()
+            },
+            title: String::new(),
+            description: text.into(),
+            quoted: None,
+            full_text: text.into(),
+            language: "vi".into(),
+            category: Category {
+                code: default_category.into(),
+                source: crate::report::CategorySource::Default,
+                score: 0.0,
+            },
+            unit: None,
+            location: None,
+            media: vec![],
+            omitted_media: vec![],
+            text_key: None,
+            ward: None,
+            signature: None,
+            cites: vec![],
+        }
+    }
+
     /// The key for "same reporter, same text": folded title and description; for a text-less
     /// report, its photos. None when there is nothing to compare.
     pub fn dedupe_key(&self) -> Option<String> {

@@ -63,14 +63,8 @@ impl PhotoPlace {
     /// The report's location from this photo.
     pub fn location(self) -> crate::report::Location {
         crate::report::Location {
-            lat: self.lat,
-            lon: self.lon,
-            source: crate::report::LocationSource::Exif,
-            accuracy_m: None,
-            address: None,
-            ward: None,
             taken_at: self.taken_at,
-            outside_city: false,
+            ..crate::report::Location::new(self.lat, self.lon, crate::report::LocationSource::Exif)
         }
     }
 }

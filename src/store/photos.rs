@@ -5,7 +5,7 @@
 use super::{StoreError, StoreSettings};
 use crate::pipeline::photo;
 use crate::report::{Media, ReportRef};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 /// The earliest earlier report (standing for its original) with one of these photos, with the
 /// closeness of the match (1 for equal bytes), and that report's reporter.
@@ -60,23 +60,7 @@ pub(super) fn earlier(
     let Some((id, _, score)) = best else {
         return Ok(None);
     };
-    Ok(conn
-        .prepare_cached(
-            "SELECT o.id, o.tracking_code, o.reporter_id FROM reports r
-             JOIN reports o ON o.id = coalesce(r.duplicate_of, r.id)
-             WHERE r.id = ?1",
-        )?
-        .query_row([&id], |r| {
-            Ok((
-                ReportRef {
-                    id: r.get(0)?,
-                    tracking_code: r.get(1)?,
-                },
-                score,
-                r.get(2)?,
-            ))
-        })
-        .optional()?)
+    Ok(super::similar::original_of(conn, &id)?.map(|(of, reporter)| (of, score, reporter)))
 }
 
 /// Indexes a stored report's photos.

@@ -38,22 +38,34 @@ pub(super) fn earlier(
     else {
         return Ok(None);
     };
+    Ok(original_of(conn, &id)?.map(|(of, reporter_id)| Match {
+        of,
+        reason,
+        score: (score * 100.0).round() / 100.0,
+        reporter_id,
+    }))
+}
+
+/// The first report of the incident a stored report belongs to (itself, or the one it is
+/// linked to), with that report's reporter.
+pub(super) fn original_of(
+    conn: &Connection,
+    report_id: &str,
+) -> Result<Option<(ReportRef, Option<i64>)>, StoreError> {
     Ok(conn
         .prepare_cached(
             "SELECT o.id, o.tracking_code, o.reporter_id FROM reports r
              JOIN reports o ON o.id = coalesce(r.duplicate_of, r.id)
              WHERE r.id = ?1",
         )?
-        .query_row([&id], |r| {
-            Ok(Match {
-                of: ReportRef {
+        .query_row([report_id], |r| {
+            Ok((
+                ReportRef {
                     id: r.get(0)?,
                     tracking_code: r.get(1)?,
                 },
-                reason,
-                score: (score * 100.0).round() / 100.0,
-                reporter_id: r.get(2)?,
-            })
+                r.get(2)?,
+            ))
         })
         .optional()?)
 }

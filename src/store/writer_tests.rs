@@ -5,7 +5,7 @@ use super::feeds::FeedCursor;
 use super::writer::{Command, apply};
 use super::{Outcome, Receipt, StoreError, StoreSettings, Submission, SubmissionBody};
 use crate::pipeline::Draft;
-use crate::report::{Category, CategorySource, Reporter};
+use crate::report::Reporter;
 use tokio::sync::oneshot;
 
 fn settings(dir: &std::path::Path) -> StoreSettings {
@@ -32,27 +32,8 @@ fn settings(dir: &std::path::Path) -> StoreSettings {
 
 fn draft(id: &str, text: &str) -> Box<Draft> {
     Box::new(Draft {
-        external_id: id.into(),
-        submitted_at: None,
         reporter: Reporter::default(),
-        title: String::new(),
-        description: text.into(),
-        quoted: None,
-        full_text: text.into(),
-        language: "vi".into(),
-        category: Category {
-            code: "chua_phan_loai".into(),
-            source: CategorySource::Default,
-            score: 0.0,
-        },
-        unit: None,
-        location: None,
-        media: vec![],
-        omitted_media: vec![],
-        text_key: None,
-        ward: None,
-        signature: None,
-        cites: vec![],
+        ..Draft::from_text(id, "", text, "chua_phan_loai")
     })
 }
 

@@ -4,7 +4,7 @@
 use phananh::config::Config;
 use phananh::pipeline::Draft;
 use phananh::pipeline::enrich::Enricher;
-use phananh::report::{Category, CategorySource, Location, LocationSource, Reporter};
+use phananh::report::{Location, LocationSource};
 use phananh::store::{Outcome, Store, StoreSettings, Submission, SubmissionBody};
 use std::path::Path;
 
@@ -84,39 +84,10 @@ fn said<'a>(who: &'a str, text: &'a str, at: &'a str, at_pos: Option<(f64, f64)>
 impl City {
     fn draft(&self, s: &Said<'_>, id: &str) -> Draft {
         let mut d = Draft {
-            external_id: id.into(),
-            submitted_at: None,
-            reporter: Reporter {
-                app_user_id: Some(s.who.into()),
-                ..Reporter::default()
-            },
-            title: String::new(),
-            description: s.text.into(),
-            quoted: None,
-            full_text: s.text.into(),
-            language: "vi".into(),
-            category: Category {
-                code: "chua_phan_loai".into(),
-                source: CategorySource::Default,
-                score: 0.0,
-            },
-            unit: None,
-            location: s.at_pos.map(|(lat, lon)| Location {
-                lat,
-                lon,
-                source: LocationSource::Device,
-                accuracy_m: None,
-                address: None,
-                ward: None,
-                taken_at: None,
-                outside_city: false,
-            }),
-            media: vec![],
-            omitted_media: vec![],
-            text_key: None,
-            ward: None,
-            signature: None,
-            cites: vec![],
+            location: s
+                .at_pos
+                .map(|(lat, lon)| Location::new(lat, lon, LocationSource::Device)),
+            ..Draft::from_text(id, s.who, s.text, "chua_phan_loai")
         };
         self.enricher.apply(&mut d);
         d.text_key = d.dedupe_key();
