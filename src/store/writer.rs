@@ -165,14 +165,7 @@ pub(super) fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<
     let results = match optimistic(conn, settings, &batch, now) {
         Ok(Some(results)) => results,
         Ok(None) => return isolated(conn, settings, batch, now),
-        Err(e) => {
-            let msg = format!("cannot begin a transaction: {e}");
-            tracing::error!(error = %e, "Cannot begin a transaction; the batch is refused and will be retried by its senders.");
-            for cmd in batch {
-                fail(cmd, &msg);
-            }
-            return false;
-        }
+        Err(e) => return cannot_begin(batch, e),
     };
     let added_outbox = results.iter().any(Done::adds_outbox);
     let pending = batch
@@ -215,6 +208,16 @@ fn optimistic(
     }
 }
 
+/// Every caller hears that nothing was stored; their senders retry. Returns false (no outbox rows).
+fn cannot_begin(batch: Vec<Command>, e: rusqlite::Error) -> bool {
+    let msg = format!("cannot begin a transaction: {e}");
+    tracing::error!(error = %e, "Cannot begin a transaction; the batch is refused and will be retried by its senders.");
+    for cmd in batch {
+        fail(cmd, &msg);
+    }
+    false
+}
+
 /// The slow path: each command in its own savepoint, so a failing one is answered with its error
 /// and the others still go in.
 fn isolated(
@@ -227,14 +230,7 @@ fn isolated(
     let mut added_outbox = false;
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => {
-            let msg = format!("cannot begin a transaction: {e}");
-            tracing::error!(error = %e, "Cannot begin a transaction; the batch is refused and will be retried by its senders.");
-            for cmd in batch {
-                fail(cmd, &msg);
-            }
-            return false;
-        }
+        Err(e) => return cannot_begin(batch, e),
     };
     for cmd in batch {
         let sp = match tx.savepoint() {

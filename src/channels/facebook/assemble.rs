@@ -42,16 +42,7 @@ pub fn draft_from(
                 .find_map(|t| crate::pipeline::place::coordinates_in_text(t))
                 .map(|(lat, lon)| (lat, lon, LocationSource::Text))
         })
-        .map(|(lat, lon, source)| Location {
-            lat,
-            lon,
-            source,
-            accuracy_m: None,
-            address: None,
-            ward: None,
-            taken_at: None,
-            outside_city: false,
-        });
+        .map(|(lat, lon, source)| Location::new(lat, lon, source));
     let submitted_at = ordered
         .first()
         .and_then(|f| chrono::DateTime::from_timestamp_millis(f.timestamp_ms))
