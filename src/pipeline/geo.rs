@@ -175,9 +175,11 @@ pub struct Found {
     pub by_polygon: bool,
 }
 
-/// NFC, lower case, punctuation as spaces, spaced at both ends; diacritics kept.
+/// NFC, lower case, punctuation as spaces, spaced at both ends; diacritics kept, the tone mark
+/// of "oa", "oe" and "uy" on the first vowel (the GSO list writes "Hoá", "Thuỷ"; the resolutions
+/// and most people "Hóa", "Thủy").
 fn lower(s: &str) -> String {
-    let spaced: String = text::nfc(s)
+    let spaced: String = one_tone_style(&s.to_lowercase())
         .chars()
         .map(|c| if c.is_alphanumeric() { c } else { ' ' })
         .flat_map(char::to_lowercase)
@@ -357,6 +359,26 @@ fn find<'a>(
     hits
 }
 
+/// "hoá" → "hóa", "thuỷ" → "thủy": the two placements of the tone mark in the diphthongs oa,
+/// oe and uy, made one. Applied to names and text alike, so only consistency matters.
+fn one_tone_style(s: &str) -> String {
+    use unicode_normalization::UnicodeNormalization;
+    const TONES: [char; 5] = ['\u{300}', '\u{301}', '\u{303}', '\u{309}', '\u{323}'];
+    let mut out: Vec<char> = s.nfd().collect();
+    for i in 2..out.len() {
+        if TONES.contains(&out[i])
+            && matches!(
+                (out[i - 2], out[i - 1]),
+                ('o', 'a') | ('o', 'e') | ('u', 'y')
+            )
+        {
+            let tone = out.remove(i);
+            out.insert(i - 1, tone);
+        }
+    }
+    out.into_iter().nfc().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -419,6 +441,9 @@ mod tests {
         assert_eq!(names("ngập ở phường Thuận Hòa"), Vec::<String>::new());
         assert_eq!(names("ngập ở phường Thuận Hóa"), vec!["Thuận Hóa"]);
         assert_eq!(names("gui cho Kim Long"), vec!["Kim Long"]);
+        // The other tone placement, as the GSO list writes names.
+        assert_eq!(names("ngập ở phường Thuận Hoá"), vec!["Thuận Hóa"]);
+        assert_eq!(names("cúp nước ở Thuỷ Xuân"), vec!["Thủy Xuân"]);
         assert_eq!(names(""), Vec::<String>::new());
     }
 
