@@ -376,6 +376,25 @@ fn rfc3339(t: chrono::DateTime<chrono::FixedOffset>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
 }
 
+/// An item under `key` the first time: its inbox row, then what `make` builds on it. Seen before
+/// (a redelivery), the first time's receipt and nothing new.
+fn once(
+    conn: &Connection,
+    s: &Submission,
+    key: &str,
+    make: impl FnOnce(i64) -> Result<Outcome, StoreError>,
+) -> Result<Receipt, StoreError> {
+    if let Some(r) = existing_receipt(conn, &s.channel, key)? {
+        return Ok(r);
+    }
+    let inbox_id = insert_inbox(conn, s, key, "stored", None, s.received_at)?;
+    Ok(Receipt {
+        inbox_id,
+        outcome: make(inbox_id)?,
+        redelivered: false,
+    })
+}
+
 fn submit(
     conn: &Connection,
     settings: &StoreSettings,
@@ -402,11 +421,7 @@ fn submit(
             ref external_id,
             ref rule,
             ref bounce,
-        } => {
-            if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
-                return Ok(r);
-            }
-            let inbox_id = insert_inbox(conn, s, external_id, "stored", None, received_at)?;
+        } => once(conn, s, external_id, |inbox_id| {
             conn.prepare_cached("UPDATE inbox SET automated = ?2 WHERE id = ?1")?
                 .execute(params![inbox_id, rule])?;
             if let Some(b) = bounce
@@ -415,88 +430,31 @@ fn submit(
             {
                 tracing::warn!(channel = %s.channel, tracking_code = %code, suppressed_for = ?settings.bounce_suppress_for, "The acknowledgement for this report bounced; its address gets no more acknowledgements for a while.");
             }
-            Ok(Receipt {
-                inbox_id,
-                outcome: Outcome::Automated { rule: rule.clone() },
-                redelivered: false,
-            })
-        }
-        SubmissionBody::Report(ref draft) => {
-            if let Some(r) = existing_receipt(conn, &s.channel, &draft.external_id)? {
-                return Ok(r);
-            }
-            let inbox_id = insert_inbox(conn, s, &draft.external_id, "stored", None, received_at)?;
-            let outcome = store_report(conn, settings, s, inbox_id, draft, now)?;
-            Ok(Receipt {
-                inbox_id,
-                outcome,
-                redelivered: false,
-            })
-        }
+            Ok(Outcome::Automated { rule: rule.clone() })
+        }),
+        SubmissionBody::Report(ref draft) => once(conn, s, &draft.external_id, |inbox_id| {
+            store_report(conn, settings, s, inbox_id, draft, now)
+        }),
         SubmissionBody::Fragment {
             ref external_id,
             ref psid,
             ref fragment,
             update_window_ms,
-        } => {
-            if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
-                return Ok(r);
-            }
-            let inbox_id = insert_inbox(conn, s, external_id, "stored", None, received_at)?;
-            let outcome = super::conversations::gather(
-                conn,
-                s,
-                inbox_id,
-                psid,
-                fragment,
-                update_window_ms,
-                now,
-            )?;
-            Ok(Receipt {
-                inbox_id,
-                outcome,
-                redelivered: false,
-            })
-        }
+        } => once(conn, s, external_id, |inbox_id| {
+            super::conversations::gather(conn, s, inbox_id, psid, fragment, update_window_ms, now)
+        }),
         SubmissionBody::Edit {
             ref external_id,
             ref psid,
             ref mid,
             ref text,
             update_window_ms,
-        } => {
-            if let Some(r) = existing_receipt(conn, &s.channel, external_id)? {
-                return Ok(r);
-            }
-            let inbox_id = insert_inbox(conn, s, external_id, "stored", None, received_at)?;
-            let outcome = super::conversations::edit(
-                conn,
-                s,
-                inbox_id,
-                psid,
-                mid,
-                text,
-                update_window_ms,
-                now,
-            )?;
-            Ok(Receipt {
-                inbox_id,
-                outcome,
-                redelivered: false,
-            })
-        }
-        SubmissionBody::FeedItem { ref key, ref draft } => {
-            if let Some(r) = existing_receipt(conn, &s.channel, key)? {
-                return Ok(r);
-            }
-            let inbox_id = insert_inbox(conn, s, key, "stored", None, received_at)?;
-            let outcome = super::feeds::item(conn, settings, s, inbox_id, key, draft, now)?;
-            Ok(Receipt {
-                inbox_id,
-                outcome,
-                redelivered: false,
-            })
-        }
+        } => once(conn, s, external_id, |inbox_id| {
+            super::conversations::edit(conn, s, inbox_id, psid, mid, text, update_window_ms, now)
+        }),
+        SubmissionBody::FeedItem { ref key, ref draft } => once(conn, s, key, |inbox_id| {
+            super::feeds::item(conn, settings, s, inbox_id, key, draft, now)
+        }),
         SubmissionBody::Assembled {
             conversation,
             ref read,
@@ -732,7 +690,7 @@ fn same_message_elsewhere(
              JOIN reports r ON r.id = i.report_id
              JOIN reports o ON o.id = coalesce(r.duplicate_of, r.id)
              WHERE i.kind IN ('maildir', 'imap') AND i.external_id = ?1 AND i.channel != ?2
-               AND (r.reporter_id = ?3 OR (i.follow_up = 1 AND o.reporter_id = ?3))
+               AND r.reporter_id = ?3
              ORDER BY i.id LIMIT 1",
         )?
         .query_row(params![external_id, s.channel, rid], |r| {
