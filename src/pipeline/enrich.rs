@@ -86,13 +86,14 @@ impl Enricher {
             .map(|(k, _)| k.clone())
             .collect();
         problems.sort_unstable();
+        let (shingles, numbers) = similar::shingles_and_numbers(text);
         draft.signature = Some(Signature {
             family: self
                 .family(&draft.category.code, draft.category.source)
                 .map(String::from),
-            shingles: similar::shingles(text),
+            shingles,
             problems,
-            numbers: similar::numbers(text),
+            numbers,
             wards,
         });
     }

@@ -75,13 +75,10 @@ fn stop_words() -> &'static std::collections::HashSet<&'static str> {
     &SET
 }
 
-/// Folded words with abbreviations written out; long digit runs (phone numbers) left out.
+/// Folded words with abbreviations written out, of a text whose phone numbers are blanked.
 fn words(s: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for w in text::dedupe_key(&without_phones(s))
-        .split(' ')
-        .filter(|w| !w.is_empty())
-    {
+    for w in text::dedupe_key(s).split(' ').filter(|w| !w.is_empty()) {
         let w = EXPAND
             .iter()
             .find(|(k, _)| *k == w)
@@ -117,8 +114,18 @@ fn hash(s: &str) -> u32 {
     h
 }
 
+/// The text's shingles and place numbers, its phone numbers found once for both.
+pub fn shingles_and_numbers(s: &str) -> (Vec<u32>, Vec<u16>) {
+    let s = without_phones(s);
+    (shingles_of(&s), numbers_of(&s))
+}
+
 /// Content syllables and adjacent pairs of them, hashed, sorted, unique.
 pub fn shingles(s: &str) -> Vec<u32> {
+    shingles_of(&without_phones(s))
+}
+
+fn shingles_of(s: &str) -> Vec<u32> {
     let stop = stop_words();
     let content: Vec<String> = words(s)
         .into_iter()
@@ -138,6 +145,10 @@ pub fn shingles(s: &str) -> Vec<u32> {
 /// House, kiệt (lane) and similar numbers: 1–4 digits not followed by a unit of time, money,
 /// length or count ("7h", "2 ngày", "50k", "3 xe" are not places).
 pub fn numbers(s: &str) -> Vec<u16> {
+    numbers_of(&without_phones(s))
+}
+
+fn numbers_of(s: &str) -> Vec<u16> {
     static NUM: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
         regex::Regex::new(r"(?:^|[^\d.,:/])(\d+)").expect("static regex")
     });
@@ -145,7 +156,7 @@ pub fn numbers(s: &str) -> Vec<u16> {
         "h", "g", "gio", "phut", "ngay", "thang", "nam", "m", "km", "cm", "kg", "k", "nghin",
         "trieu", "lan", "nguoi", "xe", "con", "cai", "tuan", "p", "ph",
     ];
-    let folded = text::fold(&without_phones(s));
+    let folded = text::fold(s);
     let mut out = Vec::new();
     let mut at = 0;
     while let Some(c) = NUM.captures_at(&folded, at) {
