@@ -147,13 +147,31 @@ pub enum AcksCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
-    /// Undelivered events (or all with --all).
-    #[command(after_help = "Example:\n  phananh outbox list")]
+    /// Undelivered events by sink and state (or all with --all), with their last error.
+    #[command(
+        after_help = "Examples:\n  phananh outbox list\n  phananh outbox list --sink ops --state dead"
+    )]
     List {
         #[arg(long)]
         all: bool,
+        /// Only this sink's rows.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only rows in this state: pending, retrying, dead or delivered.
+        #[arg(long, value_parser = ["pending", "retrying", "dead", "delivered"])]
+        state: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One event: its rows for every sink, their attempts and errors, and the payload stored.
+    #[command(
+        after_help = "Examples:\n  phananh outbox show 41\n  phananh outbox show 01JD8Z4W3V7Q2M5N6P8R9S0T1U.created"
+    )]
+    Show {
+        /// A row number from `outbox list`, or an event id.
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -161,4 +179,16 @@ pub enum OutboxCommand {
     /// picks them up within seconds.
     #[command(after_help = "Examples:\n  phananh outbox retry\n  phananh outbox retry 41 42")]
     Retry { ids: Vec<i64> },
+    /// Send events again, delivered ones included (a consumer lost them): the given ids, or every
+    /// row of a sink and/or state. Attempts start again from 0.
+    #[command(
+        after_help = "Examples:\n  phananh outbox requeue 41\n  phananh outbox requeue --sink ops --state dead\n  phananh outbox requeue --sink ops --state delivered"
+    )]
+    Requeue {
+        ids: Vec<i64>,
+        #[arg(long)]
+        sink: Option<String>,
+        #[arg(long, value_parser = ["pending", "retrying", "dead", "delivered"])]
+        state: Option<String>,
+    },
 }

@@ -157,9 +157,15 @@ async fn ingest(path: &Path, args: IngestArgs) -> anyhow::Result<bool> {
     }
     let store = intake.store().clone();
     if !args.no_forward {
-        for f in Forwarder::all(&config, &store)? {
-            let n = f.pump().await?;
+        for f in Forwarder::all(&config, &store, &Default::default())? {
+            let (n, unavailable) = f.pump().await?;
             println!("Forwarded {n} events to sink {}.", f.name());
+            if let Some(why) = unavailable {
+                println!(
+                    "Sink {} cannot be reached ({why}); the rest wait in the outbox for the daemon.",
+                    f.name()
+                );
+            }
         }
     }
     drop(intake);
@@ -447,8 +453,13 @@ async fn retry_quarantined(config: &Config, ids: Vec<i64>) -> anyhow::Result<boo
         }
     }
     let store = intake.store().clone();
-    for f in Forwarder::all(config, &store)? {
-        f.pump().await?;
+    for f in Forwarder::all(config, &store, &Default::default())? {
+        if let (_, Some(why)) = f.pump().await? {
+            println!(
+                "Sink {} cannot be reached ({why}); its events wait in the outbox for the daemon.",
+                f.name()
+            );
+        }
     }
     drop(intake);
     store.close().await;
@@ -504,15 +515,39 @@ fn acks(path: &Path, cmd: AcksCommand) -> anyhow::Result<()> {
 
 fn outbox(path: &Path, cmd: OutboxCommand) -> anyhow::Result<()> {
     let config = load(path)?;
+    let known_sink = |sink: &Option<String>| -> anyhow::Result<()> {
+        match sink {
+            Some(s) if !config.daemon.sinks.contains_key(s) => anyhow::bail!(
+                "no sink named {s:?}; the configured sinks are {}",
+                config
+                    .daemon
+                    .sinks
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => Ok(()),
+        }
+    };
     match cmd {
-        OutboxCommand::List { all, limit, json } => {
+        OutboxCommand::List {
+            all,
+            sink,
+            state,
+            limit,
+            json,
+        } => {
+            known_sink(&sink)?;
             let conn = reader(&config)?;
-            let rows = queries::list_outbox(&conn, all, limit)?;
+            let filter = queries::OutboxFilter {
+                all: all || state.as_deref() == Some("delivered"),
+                sink,
+                state,
+            };
+            let rows = queries::list_outbox(&conn, &filter, limit)?;
             if json {
-                let v: Vec<_> = rows
-                    .iter()
-                    .map(|r| serde_json::json!({"id": r.id, "event_id": r.event_id, "sink": r.sink, "state": r.state, "attempts": r.attempts, "next_attempt_ms": r.next_attempt_ms, "last_error": r.last_error}))
-                    .collect();
+                let v: Vec<_> = rows.iter().map(outbox_json).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 for (sink, state, n) in queries::outbox_counts(&conn)? {
@@ -531,19 +566,104 @@ fn outbox(path: &Path, cmd: OutboxCommand) -> anyhow::Result<()> {
                 }
             }
         }
+        OutboxCommand::Show { id, json } => {
+            let conn = reader(&config)?;
+            let rows = queries::outbox_rows(&conn, &id)?;
+            if rows.is_empty() {
+                anyhow::bail!(
+                    "no outbox row or event {id:?}; `phananh outbox list --all` lists them"
+                );
+            }
+            if json {
+                let v: Vec<_> = rows
+                    .iter()
+                    .map(|r| {
+                        let mut j = outbox_json(r);
+                        j["payload"] = serde_json::from_str(&r.payload)
+                            .unwrap_or(serde_json::Value::String(r.payload.clone()));
+                        j
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for r in &rows {
+                    println!(
+                        "#{} {} {} to sink {}: {}, {} attempts, queued {}{}{}",
+                        r.id,
+                        r.event_type,
+                        r.event_id,
+                        r.sink,
+                        r.state,
+                        r.attempts,
+                        r.created_at,
+                        r.delivered_at
+                            .as_ref()
+                            .map(|d| format!(", delivered {d}"))
+                            .unwrap_or_default(),
+                        r.last_error
+                            .as_ref()
+                            .map(|e| format!("\n  last error: {e}"))
+                            .unwrap_or_default(),
+                    );
+                }
+                // The payload as stored (contact in full); each sink gets it shaped by its `contact`.
+                let payload: serde_json::Value =
+                    serde_json::from_str(&rows[0].payload).unwrap_or_default();
+                println!("{}", serde_json::to_string_pretty(&payload)?);
+            }
+        }
         OutboxCommand::Retry { ids } => {
-            let rt = runtime()?;
-            rt.block_on(async {
-                crate::store::create_private_dir(&config.daemon.state_dir)?;
-                let store = Store::open(StoreSettings::from_config(&config))?;
-                let n = store
-                    .requeue_outbox(if ids.is_empty() { None } else { Some(ids) })
-                    .await?;
-                println!("{n} events due again; the running daemon delivers them shortly.");
-                store.close().await;
-                anyhow::Ok(())
-            })?;
+            let n = requeue(&config, if ids.is_empty() { None } else { Some(ids) })?;
+            println!("{n} events due again; the running daemon delivers them within 30 s.");
+        }
+        OutboxCommand::Requeue { ids, sink, state } => {
+            known_sink(&sink)?;
+            let ids = if ids.is_empty() {
+                if sink.is_none() && state.is_none() {
+                    anyhow::bail!(
+                        "name the rows to send again: ids from `phananh outbox list`, or --sink and/or --state"
+                    );
+                }
+                let conn = reader(&config)?;
+                let filter = queries::OutboxFilter {
+                    all: true,
+                    sink,
+                    state,
+                };
+                queries::list_outbox(&conn, &filter, usize::MAX >> 1)?
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect()
+            } else {
+                ids
+            };
+            let n = if ids.is_empty() {
+                0
+            } else {
+                requeue(&config, Some(ids))?
+            };
+            println!("{n} events queued again; the running daemon sends them within 30 s.");
         }
     }
     Ok(())
+}
+
+fn outbox_json(r: &queries::OutboxRow) -> serde_json::Value {
+    serde_json::json!({
+        "id": r.id, "event_id": r.event_id, "event": r.event_type, "report_id": r.report_id,
+        "sink": r.sink, "state": r.state, "attempts": r.attempts,
+        "next_attempt_ms": r.next_attempt_ms, "last_error": r.last_error,
+        "created_at": r.created_at, "delivered_at": r.delivered_at,
+    })
+}
+
+/// Makes outbox rows due now through the store's writer (the daemon may be running beside us).
+fn requeue(config: &Config, ids: Option<Vec<i64>>) -> anyhow::Result<usize> {
+    runtime()?.block_on(async {
+        crate::store::create_private_dir(&config.daemon.state_dir)?;
+        let store = Store::open(StoreSettings::from_config(config))?;
+        let n = store.requeue_outbox(ids).await?;
+        store.close().await;
+        anyhow::Ok(n)
+    })
 }

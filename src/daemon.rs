@@ -43,7 +43,9 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
 
     let forward_cancel = CancellationToken::new();
     let forwarders = TaskTracker::new();
-    for f in Forwarder::all(&config, &store).context("cannot start the forwarders")? {
+    for f in
+        Forwarder::all(&config, &store, intake.health()).context("cannot start the forwarders")?
+    {
         tracing::info!(sink = %f.name(), "Forwarder started.");
         forwarders.spawn(f.run(forward_cancel.clone()));
     }

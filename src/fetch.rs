@@ -200,11 +200,32 @@ impl Fetcher {
 
 /// rustls on ring with the public roots (webpki), for every outbound HTTPS call.
 pub fn tls_config() -> rustls::ClientConfig {
+    tls_config_with(None).expect("the built-in roots need no file")
+}
+
+/// rustls on ring with the public roots and, when given, the PEM certificates of a private CA.
+pub fn tls_config_with(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    rustls::ClientConfig::builder()
+    if let Some(ca) = ca_file {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let certs = CertificateDer::pem_file_iter(ca)
+            .map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let mut n = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("bad certificate in {}: {e}", ca.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("cannot use a certificate of {}: {e}", ca.display()))?;
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("{} holds no PEM certificate", ca.display()));
+        }
+    }
+    Ok(rustls::ClientConfig::builder()
         .with_root_certificates(roots)
-        .with_no_client_auth()
+        .with_no_client_auth())
 }
 
 /// Loopback, private, link-local, unique-local, unspecified, multicast: not the Internet.
@@ -263,6 +284,22 @@ pub fn error_kind(e: &reqwest::Error) -> &'static str {
 
 fn without_url(e: &reqwest::Error) -> String {
     error_kind(e).to_string()
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+        .to_std()
+        .ok()
 }
 
 #[cfg(test)]

@@ -25,9 +25,26 @@ pub struct ChannelHealth {
     pub error: Option<String>,
 }
 
+/// A sink's state and its outbox, as its forwarder last saw them.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SinkHealth {
+    pub state: State,
+    pub since: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub pending: i64,
+    pub retrying: i64,
+    pub dead: i64,
+    /// Age in seconds of the oldest event not yet delivered.
+    pub oldest_pending_s: Option<i64>,
+}
+
 /// Shared by the channels (writers) and the HTTP server (reader); cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Health(Arc<RwLock<BTreeMap<String, ChannelHealth>>>);
+pub struct Health(
+    Arc<RwLock<BTreeMap<String, ChannelHealth>>>,
+    Arc<RwLock<BTreeMap<String, SinkHealth>>>,
+);
 
 impl Health {
     pub fn set(&self, channel: &str, state: State, error: Option<String>) {
@@ -56,4 +73,38 @@ impl Health {
     pub fn snapshot(&self) -> BTreeMap<String, ChannelHealth> {
         self.0.read().expect("health lock").clone()
     }
+
+    /// Records a sink's state; `since` moves only when the state changes.
+    pub fn set_sink(&self, sink: &str, state: State, error: Option<String>, counts: OutboxCounts) {
+        let mut map = self.1.write().expect("health lock");
+        let since = match map.get(sink) {
+            Some(h) if h.state == state => h.since.clone(),
+            _ => chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        };
+        map.insert(
+            sink.to_string(),
+            SinkHealth {
+                state,
+                since,
+                error,
+                pending: counts.pending,
+                retrying: counts.retrying,
+                dead: counts.dead,
+                oldest_pending_s: counts.oldest_pending_s,
+            },
+        );
+    }
+
+    pub fn sinks(&self) -> BTreeMap<String, SinkHealth> {
+        self.1.read().expect("health lock").clone()
+    }
+}
+
+/// A sink's undelivered events by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub pending: i64,
+    pub retrying: i64,
+    pub dead: i64,
+    pub oldest_pending_s: Option<i64>,
 }

@@ -22,11 +22,16 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// 200 while no channel needs the operator, 503 when one does, so a monitor can page someone.
-/// `status` is `degraded` while a channel reconnects on its own.
+/// `status` is `degraded` while a channel or a sink reconnects on its own, or a sink holds dead
+/// events (they wait for `phananh outbox retry`).
 async fn readyz(Extract(health): Extract<Health>) -> (StatusCode, Json<serde_json::Value>) {
     let channels = health.snapshot();
+    let sinks = health.sinks();
     let needs_operator = channels.values().any(|c| c.state == State::NeedsOperator);
-    let all_running = channels.values().all(|c| c.state == State::Running);
+    let all_running = channels.values().all(|c| c.state == State::Running)
+        && sinks
+            .values()
+            .all(|s| s.state == State::Running && s.dead == 0);
     let (code, status) = match (needs_operator, all_running) {
         (true, _) => (StatusCode::SERVICE_UNAVAILABLE, "needs_operator"),
         (false, false) => (StatusCode::OK, "degraded"),
@@ -34,7 +39,7 @@ async fn readyz(Extract(health): Extract<Health>) -> (StatusCode, Json<serde_jso
     };
     (
         code,
-        Json(json!({ "status": status, "channels": channels })),
+        Json(json!({ "status": status, "channels": channels, "sinks": sinks })),
     )
 }
 

@@ -1,5 +1,6 @@
 //! `phananh.toml`: the daemon's own settings.
 
+use super::sink::SinkConfig;
 use super::units;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -181,6 +182,9 @@ pub struct ForwardConfig {
     /// Events handed to a sink per round.
     #[serde(default = "default_forward_batch")]
     pub batch: usize,
+    /// An event still undelivered this long after it was queued is dead at its next failure.
+    #[serde(default = "default_max_age", deserialize_with = "units::duration")]
+    pub max_age: Duration,
 }
 
 impl Default for ForwardConfig {
@@ -190,34 +194,9 @@ impl Default for ForwardConfig {
             backoff_base: default_backoff_base(),
             backoff_max: default_backoff_max(),
             batch: default_forward_batch(),
+            max_age: default_max_age(),
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SinkKind {
-    Spool,
-}
-
-/// How much of the reporter a sink may receive.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ContactPolicy {
-    #[default]
-    Full,
-    Masked,
-    None,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SinkConfig {
-    pub kind: SinkKind,
-    /// spool: the folder events are written to (relative to the state directory).
-    pub dir: Option<PathBuf>,
-    #[serde(default)]
-    pub contact: ContactPolicy,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -352,16 +331,15 @@ fn default_backoff_base() -> Duration {
 fn default_backoff_max() -> Duration {
     Duration::from_secs(600)
 }
+fn default_max_age() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
 fn default_forward_batch() -> usize {
     256
 }
 fn default_sinks() -> BTreeMap<String, SinkConfig> {
     BTreeMap::from([(
         "spool".to_string(),
-        SinkConfig {
-            kind: SinkKind::Spool,
-            dir: Some(PathBuf::from("spool")),
-            contact: ContactPolicy::Full,
-        },
+        SinkConfig::spool(PathBuf::from("spool")),
     )])
 }

@@ -11,6 +11,7 @@ mod error;
 mod facebook;
 mod feed;
 pub mod secrets;
+mod sink;
 pub mod units;
 
 pub use ack::{AckConfig, SmtpConfig};
@@ -19,12 +20,15 @@ pub use channel::{
     ImapConfig, MaildirConfig, TlsMode,
 };
 pub use daemon::{
-    CategoriesFile, CategoryConfig, ContactPolicy, DaemonConfig, DedupeConfig, EmailConfig,
-    ForwardConfig, PlaceConfig, RouteConfig, SinkConfig, SinkKind, StoreConfig,
+    CategoriesFile, CategoryConfig, DaemonConfig, DedupeConfig, EmailConfig, ForwardConfig,
+    PlaceConfig, RouteConfig, StoreConfig,
 };
 pub use error::{ConfigError, ConfigErrors};
 pub use facebook::{FacebookConfig, FeedMode};
 pub use feed::{FeedConfig, FeedFormat, JsonMapping};
+pub use sink::{
+    AmqpSettings, AmqpUrl, ContactPolicy, EVENT_TYPES, HttpSettings, SinkConfig, SinkKind,
+};
 
 use serde::de::DeserializeOwned;
 use std::collections::{BTreeMap, HashSet};
@@ -442,15 +446,9 @@ fn load_daemon(
                 format!("sink name {name:?} must use a-z, 0-9, '-' and '_' only"),
             ));
         }
-        match sink.kind {
-            SinkKind::Spool => match &sink.dir {
-                Some(dir) => sink.dir = Some(resolve(&d.state_dir, dir)),
-                None => errors.push(err(
-                    "kind",
-                    format!("sink {name:?} of kind \"spool\" needs `dir = \"spool\"` (relative to state_dir)"),
-                )),
-            },
-        }
+        sink::validate(name, sink, base, &d.state_dir, &codes, &mut |key, msg| {
+            errors.push(err(key, msg))
+        });
     }
     match (errors.is_empty(), tz) {
         (true, Some(tz)) => Ok((d, tz)),

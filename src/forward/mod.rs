@@ -1,57 +1,145 @@
 //! The outbox dispatcher: one worker per sink reads due outbox rows, hands them to its sink, and
-//! records the outcome through the writer. Failures back off with jitter; after `max_attempts` a
-//! row is dead (kept, listed by `phananh outbox list`, re-sent by `phananh outbox retry`).
+//! records the outcome through the writer. Failures back off with jitter; after `max_attempts`
+//! (or past `max_age`) a row is dead (kept, listed by `phananh outbox list`, re-sent by `phananh
+//! outbox retry`). A sink that cannot be reached at all costs its rows no attempts: the worker
+//! waits and tries again, and health shows why.
 
+mod amqp;
+mod http;
 mod spool;
 
 use crate::config::{Config, ContactPolicy, ForwardConfig, SinkConfig, SinkKind};
+use crate::health::{Health, OutboxCounts, State};
 use crate::store::queries::{self, OutboxRow};
 use crate::store::{Delivery, Store, StoreError};
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+pub use amqp::AmqpSink;
+pub use http::{HttpSink, sign};
 pub use spool::SpoolSink;
 
 /// A sink's verdict on one event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkError {
-    /// Worth trying again later (disk full, timeout, 5xx).
+    /// Worth trying again later (timeout, 5xx, a nack): counts as an attempt.
     Transient(String),
-    /// Will never succeed as is (rejected): dead at once.
+    /// Transient, and the receiver said when to come back (Retry-After).
+    RetryAfter(String, Duration),
+    /// Will never succeed as is (rejected, unroutable): dead at once.
     Permanent(String),
+    /// Not tried: the sink cannot be reached (connection refused, broker down, secret missing).
+    /// The row keeps its attempts; the worker backs off as a whole.
+    Unavailable(String),
+}
+
+/// One event as a sink receives it: the payload already shaped for the sink's `contact`.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub event_id: String,
+    pub event_type: String,
+    pub payload: String,
 }
 
 #[derive(Debug)]
 pub enum Sink {
     Spool(SpoolSink),
+    Amqp(Box<AmqpSink>),
+    Http(HttpSink),
 }
 
 impl Sink {
-    pub fn from_config(cfg: &SinkConfig) -> Sink {
-        match cfg.kind {
+    pub fn from_config(cfg: &SinkConfig) -> Result<Sink, String> {
+        Ok(match cfg.kind {
             SinkKind::Spool => {
                 let sink =
                     SpoolSink::new(cfg.dir.clone().expect("validated: spool sinks have a dir"));
                 sink.clean_leftovers();
                 Sink::Spool(sink)
             }
-        }
+            SinkKind::Amqp => Sink::Amqp(Box::new(AmqpSink::new(cfg.amqp()))),
+            SinkKind::Http => Sink::Http(HttpSink::new(cfg.http())?),
+        })
     }
 
-    async fn deliver(&self, events: Vec<(String, String)>) -> Vec<Result<(), SinkError>> {
+    pub async fn deliver(&self, events: Vec<Outgoing>) -> Vec<Result<(), SinkError>> {
         match self {
             Sink::Spool(s) => {
                 let s = s.clone();
                 let n = events.len();
-                tokio::task::spawn_blocking(move || s.write_batch(&events))
+                let files: Vec<(String, String)> = events
+                    .into_iter()
+                    .map(|e| (e.event_id, e.payload))
+                    .collect();
+                tokio::task::spawn_blocking(move || s.write_batch(&files))
                     .await
                     .unwrap_or_else(|e| {
                         vec![Err(SinkError::Transient(format!("spool writer stopped: {e}"))); n]
                     })
             }
+            Sink::Amqp(s) => s.deliver(&events).await,
+            Sink::Http(s) => s.deliver(&events).await,
         }
     }
+
+    async fn close(&self) {
+        if let Sink::Amqp(s) = self {
+            s.close().await;
+        }
+    }
+}
+
+/// Fills a routing key template from an event: `{event}` (created, updated, duplicate),
+/// `{category}`, `{unit}`, `{channel}`, `{kind}`, `{ward}`; a missing value is `none`. Values
+/// lose dots and wildcards, so a unit named `a.b` cannot add a word to a topic key.
+pub fn routing_key(template: &str, payload: &str) -> String {
+    #[derive(serde::Deserialize, Default)]
+    struct Named {
+        #[serde(default)]
+        code: Option<String>,
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        kind: Option<String>,
+    }
+    #[derive(serde::Deserialize, Default)]
+    #[serde(default)]
+    struct Fields {
+        event: Option<String>,
+        category: Named,
+        unit: Option<String>,
+        channel: Named,
+        ward: Option<Named>,
+    }
+    let f: Fields = serde_json::from_str(payload).unwrap_or_default();
+    let word = |v: Option<&str>| -> String {
+        let v = v.unwrap_or("").trim();
+        if v.is_empty() {
+            return "none".into();
+        }
+        v.chars()
+            .map(|c| {
+                if matches!(c, '.' | '*' | '#') || c.is_whitespace() {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect()
+    };
+    let event = f.event.as_deref().map(|e| e.trim_start_matches("report."));
+    template
+        .replace("{event}", &word(event))
+        .replace("{category}", &word(f.category.code.as_deref()))
+        .replace("{unit}", &word(f.unit.as_deref()))
+        .replace("{channel}", &word(f.channel.name.as_deref()))
+        .replace("{kind}", &word(f.channel.kind.as_deref()))
+        .replace(
+            "{ward}",
+            &word(f.ward.as_ref().and_then(|w| w.code.as_deref())),
+        )
 }
 
 /// One sink's worker.
@@ -62,6 +150,19 @@ pub struct Forwarder {
     policy: ForwardConfig,
     store: Store,
     reader: Arc<Mutex<rusqlite::Connection>>,
+    limiter: Option<governor::DefaultDirectRateLimiter>,
+    batch: usize,
+    health: Health,
+}
+
+/// What one round of deliveries did.
+#[derive(Debug, Default)]
+struct Round {
+    delivered: usize,
+    /// Rows whose state changed (delivered, retrying, dead).
+    changed: usize,
+    /// Set when the sink could not be reached: nothing more is worth trying now.
+    unavailable: Option<String>,
 }
 
 impl Forwarder {
@@ -70,25 +171,52 @@ impl Forwarder {
         cfg: &SinkConfig,
         policy: &ForwardConfig,
         store: Store,
+        health: Health,
     ) -> Result<Self, StoreError> {
         let reader = store.reader()?;
+        let sink =
+            Sink::from_config(cfg).map_err(|e| StoreError::Invalid(format!("sink {name}: {e}")))?;
+        let limiter = cfg
+            .rate_per_second
+            .and_then(NonZeroU32::new)
+            .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r)));
+        // A rate-limited round never asks for more than one second's worth at once.
+        let batch = match cfg.rate_per_second {
+            Some(r) => policy.batch.min(r as usize).max(1),
+            None => policy.batch,
+        };
         Ok(Self {
             name: name.to_string(),
-            sink: Sink::from_config(cfg),
+            sink,
             contact: cfg.contact,
             policy: policy.clone(),
             store,
             reader: Arc::new(Mutex::new(reader)),
+            limiter,
+            batch,
+            health,
         })
     }
 
     /// One forwarder per configured sink.
-    pub fn all(config: &Config, store: &Store) -> Result<Vec<Forwarder>, StoreError> {
+    pub fn all(
+        config: &Config,
+        store: &Store,
+        health: &Health,
+    ) -> Result<Vec<Forwarder>, StoreError> {
         config
             .daemon
             .sinks
             .iter()
-            .map(|(name, cfg)| Forwarder::new(name, cfg, &config.daemon.forward, store.clone()))
+            .map(|(name, cfg)| {
+                Forwarder::new(
+                    name,
+                    cfg,
+                    &config.daemon.forward,
+                    store.clone(),
+                    health.clone(),
+                )
+            })
             .collect()
     }
 
@@ -96,27 +224,36 @@ impl Forwarder {
         &self.name
     }
 
-    /// Delivers everything due now; returns how many events were delivered.
-    pub async fn pump(&self) -> Result<usize, StoreError> {
-        self.pump_until(&CancellationToken::new()).await
+    /// Delivers everything due now, then closes the sink's connection. Returns how many events
+    /// were delivered and, when the sink could not be reached, why (the rest wait in the outbox).
+    pub async fn pump(&self) -> Result<(usize, Option<String>), StoreError> {
+        let round = self.pump_until(&CancellationToken::new()).await;
+        self.sink.close().await;
+        let round = round?;
+        Ok((round.delivered, round.unavailable))
     }
 
     /// Like `pump`, but stops between batches once `cancel` fires, so shutdown is not held up
     /// by a backlog (what is left stays in the outbox for the next start).
-    async fn pump_until(&self, cancel: &CancellationToken) -> Result<usize, StoreError> {
-        let mut delivered = 0;
+    async fn pump_until(&self, cancel: &CancellationToken) -> Result<Round, StoreError> {
+        let mut total = Round::default();
         loop {
             if cancel.is_cancelled() {
-                return Ok(delivered);
+                return Ok(total);
             }
             let rows = self.due().await?;
             if rows.is_empty() {
-                return Ok(delivered);
+                return Ok(total);
             }
-            let (n, progressed) = self.deliver_rows(rows).await?;
-            delivered += n;
-            if !progressed {
-                return Ok(delivered);
+            let round = self.deliver_rows(rows, cancel).await?;
+            total.delivered += round.delivered;
+            total.changed += round.changed;
+            if round.unavailable.is_some() {
+                total.unavailable = round.unavailable;
+                return Ok(total);
+            }
+            if round.delivered == 0 {
+                return Ok(total);
             }
         }
     }
@@ -126,17 +263,39 @@ impl Forwarder {
     pub async fn run(self, cancel: CancellationToken) {
         let mut watch = self.store.outbox_watch();
         let mut failures = 0u32;
+        self.report_health(State::Starting, None).await;
         loop {
             if cancel.is_cancelled() {
-                return;
+                break;
             }
             let wait = match self.pump_until(&cancel).await {
-                Ok(n) => {
-                    failures = 0;
-                    if n > 0 {
-                        tracing::info!(sink = %self.name, events = n, "Forwarded events.");
+                Ok(round) => {
+                    if round.delivered > 0 {
+                        tracing::info!(sink = %self.name, events = round.delivered, "Forwarded events.");
                     }
-                    self.until_next_due().await
+                    match round.unavailable {
+                        Some(error) => {
+                            failures += 1;
+                            let d = crate::backoff::delay(
+                                failures,
+                                Duration::from_secs(1),
+                                Duration::from_secs(60),
+                            );
+                            if failures == 1 || failures.is_power_of_two() {
+                                tracing::warn!(sink = %self.name, error = %error, retry_in = ?d, failures, "Sink cannot be reached; events wait in the outbox.");
+                            }
+                            self.report_health(State::Reconnecting, Some(error)).await;
+                            d
+                        }
+                        None => {
+                            if failures > 0 {
+                                tracing::info!(sink = %self.name, "Sink reachable again.");
+                            }
+                            failures = 0;
+                            self.report_health(State::Running, None).await;
+                            self.until_next_due().await
+                        }
+                    }
                 }
                 Err(e) => {
                     failures += 1;
@@ -150,11 +309,26 @@ impl Forwarder {
                 }
             };
             tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = watch.changed() => {}
+                _ = cancel.cancelled() => break,
+                _ = watch.changed(), if failures == 0 => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+        self.sink.close().await;
+    }
+
+    async fn report_health(&self, state: State, error: Option<String>) {
+        let reader = self.reader.clone();
+        let sink = self.name.clone();
+        let counts = tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().expect("reader lock");
+            queries::sink_counts(&conn, &sink, chrono::Utc::now())
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(OutboxCounts::default());
+        self.health.set_sink(&self.name, state, error, counts);
     }
 
     async fn until_next_due(&self) -> Duration {
@@ -174,7 +348,7 @@ impl Forwarder {
     async fn due(&self) -> Result<Vec<OutboxRow>, StoreError> {
         let reader = self.reader.clone();
         let sink = self.name.clone();
-        let limit = self.policy.batch;
+        let limit = self.batch;
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().expect("reader lock");
             queries::due_outbox(&conn, &sink, chrono::Utc::now().timestamp_millis(), limit)
@@ -183,42 +357,70 @@ impl Forwarder {
         .map_err(|e| StoreError::Invalid(format!("outbox reader stopped: {e}")))?
     }
 
-    /// Returns (delivered, whether any row changed state).
-    async fn deliver_rows(&self, rows: Vec<OutboxRow>) -> Result<(usize, bool), StoreError> {
-        let events: Vec<(String, String)> = rows
+    async fn deliver_rows(
+        &self,
+        rows: Vec<OutboxRow>,
+        cancel: &CancellationToken,
+    ) -> Result<Round, StoreError> {
+        if let Some(limiter) = &self.limiter {
+            let n = NonZeroU32::new(rows.len() as u32).expect("rows is not empty");
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(Round::default()),
+                r = limiter.until_n_ready(n) => {
+                    r.expect("the batch is capped at the limiter's burst");
+                }
+            }
+        }
+        let events: Vec<Outgoing> = rows
             .iter()
-            .map(|r| (r.event_id.clone(), shape_payload(&r.payload, self.contact)))
+            .map(|r| Outgoing {
+                event_id: r.event_id.clone(),
+                event_type: r.event_type.clone(),
+                payload: shape_payload(&r.payload, self.contact),
+            })
             .collect();
         let results = self.sink.deliver(events).await;
-        let now = chrono::Utc::now().timestamp_millis();
-        let mut delivered = 0;
+        let now = chrono::Utc::now();
+        let mut round = Round::default();
         let mut outcomes = Vec::with_capacity(rows.len());
         for (row, result) in rows.iter().zip(results) {
             let attempt = row.attempts + 1;
-            let outcome = match result {
-                Ok(()) => {
-                    delivered += 1;
-                    Delivery::Delivered
-                }
-                Err(SinkError::Permanent(error)) => Delivery::Dead { error },
-                Err(SinkError::Transient(error)) if attempt >= self.policy.max_attempts => {
+            let too_old = chrono::DateTime::parse_from_rfc3339(&row.created_at)
+                .ok()
+                .and_then(|t| (now - t.with_timezone(&chrono::Utc)).to_std().ok())
+                .is_some_and(|age| age > self.policy.max_age);
+            let retry = |error: String, wait: Duration| {
+                if attempt >= self.policy.max_attempts || too_old {
                     Delivery::Dead { error }
-                }
-                Err(SinkError::Transient(error)) => {
-                    let d = crate::backoff::delay(
-                        attempt,
-                        self.policy.backoff_base,
-                        self.policy.backoff_max,
-                    );
+                } else {
                     Delivery::Retry {
                         error,
-                        next_attempt_ms: now + d.as_millis() as i64,
+                        next_attempt_ms: now.timestamp_millis() + wait.as_millis() as i64,
                     }
                 }
             };
+            let backoff =
+                crate::backoff::delay(attempt, self.policy.backoff_base, self.policy.backoff_max);
+            let outcome = match result {
+                Ok(()) => {
+                    round.delivered += 1;
+                    Delivery::Delivered
+                }
+                Err(SinkError::Unavailable(error)) => {
+                    round.unavailable.get_or_insert(error);
+                    continue;
+                }
+                Err(SinkError::Permanent(error)) => Delivery::Dead { error },
+                Err(SinkError::Transient(error)) => retry(error, backoff),
+                // The receiver's word, but never sooner than our own first step, nor past an hour.
+                Err(SinkError::RetryAfter(error, after)) => retry(
+                    error,
+                    after.clamp(self.policy.backoff_base, Duration::from_secs(3600)),
+                ),
+            };
             match &outcome {
                 Delivery::Dead { error } => {
-                    tracing::error!(sink = %self.name, event_id = %row.event_id, attempts = attempt, error = %error, "Event is dead after its last attempt; `phananh outbox retry` re-sends it.")
+                    tracing::error!(sink = %self.name, event_id = %row.event_id, attempts = attempt, error = %error, "Event is dead; `phananh outbox retry` re-sends it.")
                 }
                 Delivery::Retry { error, .. } => {
                     tracing::warn!(sink = %self.name, event_id = %row.event_id, attempts = attempt, error = %error, "Delivery failed; will retry.")
@@ -227,9 +429,11 @@ impl Forwarder {
             }
             outcomes.push((row.id, outcome));
         }
-        let progressed = !outcomes.is_empty();
-        self.store.record_deliveries(outcomes).await?;
-        Ok((delivered, progressed && delivered > 0))
+        round.changed = outcomes.len();
+        if !outcomes.is_empty() {
+            self.store.record_deliveries(outcomes).await?;
+        }
+        Ok(round)
     }
 }
 

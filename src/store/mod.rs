@@ -12,7 +12,7 @@ mod writer;
 #[cfg(test)]
 mod writer_tests;
 
-use crate::config::{Config, ContactPolicy};
+use crate::config::Config;
 use crate::pipeline::Draft;
 use crate::report::ReportRef;
 use rusqlite::{Connection, OpenFlags};
@@ -55,8 +55,8 @@ pub struct StoreSettings {
     pub similar: crate::pipeline::similar::Policy,
     /// How long a bounced acknowledgement stops mail to its address.
     pub bounce_suppress_for: Duration,
-    /// Every sink gets an outbox row per event.
-    pub sinks: Vec<(String, ContactPolicy)>,
+    /// Each sink gets an outbox row for every event its routing takes.
+    pub sinks: Vec<SinkRoute>,
     /// category code → unit, for routing.
     pub units: Vec<(String, Option<String>)>,
 }
@@ -83,7 +83,12 @@ impl StoreSettings {
                 .daemon
                 .sinks
                 .iter()
-                .map(|(n, s)| (n.clone(), s.contact))
+                .map(|(name, s)| SinkRoute {
+                    name: name.clone(),
+                    events: s.events.clone(),
+                    categories: s.categories.clone(),
+                    units: s.units.clone(),
+                })
                 .collect(),
             units: c
                 .daemon
@@ -92,6 +97,36 @@ impl StoreSettings {
                 .map(|c| (c.code.clone(), c.unit.clone()))
                 .collect(),
         }
+    }
+}
+
+/// Which events a sink receives: each list empty means all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkRoute {
+    pub name: String,
+    pub events: Vec<String>,
+    pub categories: Vec<String>,
+    pub units: Vec<String>,
+}
+
+impl SinkRoute {
+    /// A sink that receives every event.
+    pub fn all(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            events: Vec::new(),
+            categories: Vec::new(),
+            units: Vec::new(),
+        }
+    }
+
+    pub fn takes(&self, event: &crate::report::Event) -> bool {
+        let any_or = |list: &[String], v: Option<&str>| {
+            list.is_empty() || v.is_some_and(|v| list.iter().any(|x| x == v))
+        };
+        any_or(&self.events, Some(event.event.as_str()))
+            && any_or(&self.categories, Some(&event.report.category.code))
+            && any_or(&self.units, event.report.unit.as_deref())
     }
 }
 

@@ -131,23 +131,51 @@ pub struct OutboxRow {
     pub next_attempt_ms: i64,
     pub last_error: Option<String>,
     pub payload: String,
+    pub event_type: String,
+    pub created_at: String,
+    pub delivered_at: Option<String>,
 }
 
-/// Rows not yet delivered (or all, with `all`), oldest first.
+const OUTBOX_COLUMNS: &str = "id, event_id, report_id, sink, state, attempts, next_attempt_ms, last_error, payload, event_type, created_at, delivered_at";
+
+/// Which outbox rows `phananh outbox list` shows.
+#[derive(Debug, Clone, Default)]
+pub struct OutboxFilter {
+    /// Delivered rows too.
+    pub all: bool,
+    pub sink: Option<String>,
+    pub state: Option<String>,
+}
+
+/// Rows not yet delivered (or all, with `all`), oldest first, without their payloads.
 pub fn list_outbox(
     conn: &Connection,
-    all: bool,
+    filter: &OutboxFilter,
     limit: usize,
 ) -> Result<Vec<OutboxRow>, StoreError> {
-    let sql = if all {
-        "SELECT id, event_id, report_id, sink, state, attempts, next_attempt_ms, last_error, '' FROM outbox ORDER BY id LIMIT ?1"
-    } else {
-        "SELECT id, event_id, report_id, sink, state, attempts, next_attempt_ms, last_error, '' FROM outbox
-         WHERE state != 'delivered' ORDER BY id LIMIT ?1"
-    };
-    let mut stmt = conn.prepare(sql)?;
+    let mut stmt = conn.prepare(
+        "SELECT id, event_id, report_id, sink, state, attempts, next_attempt_ms, last_error, '', event_type, created_at, delivered_at
+         FROM outbox
+         WHERE (?1 OR state != 'delivered') AND (?2 IS NULL OR sink = ?2) AND (?3 IS NULL OR state = ?3)
+         ORDER BY id LIMIT ?4",
+    )?;
     let rows = stmt
-        .query_map([limit as i64], outbox_row)?
+        .query_map(
+            params![filter.all, filter.sink, filter.state, limit as i64],
+            outbox_row,
+        )?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+/// One outbox row with its payload, by row id or event id (all its sinks' rows).
+pub fn outbox_rows(conn: &Connection, key: &str) -> Result<Vec<OutboxRow>, StoreError> {
+    let sql =
+        format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1 OR event_id = ?2 ORDER BY id");
+    let id = key.trim_start_matches('#').parse::<i64>().unwrap_or(-1);
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map(params![id, key], outbox_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
 }
@@ -161,7 +189,8 @@ pub fn due_outbox(
     limit: usize,
 ) -> Result<Vec<OutboxRow>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT o.id, o.event_id, o.report_id, o.sink, o.state, o.attempts, o.next_attempt_ms, o.last_error, o.payload
+        "SELECT o.id, o.event_id, o.report_id, o.sink, o.state, o.attempts, o.next_attempt_ms, o.last_error, o.payload,
+                o.event_type, o.created_at, o.delivered_at
          FROM outbox o
          WHERE o.sink = ?1 AND o.state IN ('pending', 'retrying') AND o.next_attempt_ms <= ?2
            AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.sink = o.sink AND e.report_id = o.report_id
@@ -172,6 +201,40 @@ pub fn due_outbox(
         .query_map(params![sink, now_ms, limit as i64], outbox_row)?
         .collect::<Result<Vec<_>, _>>()?;
     Ok(rows)
+}
+
+/// A sink's undelivered rows by state, and the age of the oldest; index-only, cheap at any size.
+pub fn sink_counts(
+    conn: &Connection,
+    sink: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::health::OutboxCounts, StoreError> {
+    let mut counts = crate::health::OutboxCounts::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, count(*) FROM outbox WHERE sink = ?1 AND state IN ('pending', 'retrying', 'dead')
+         GROUP BY state",
+    )?;
+    let mut rows = stmt.query([sink])?;
+    while let Some(r) = rows.next()? {
+        let n: i64 = r.get(1)?;
+        let state: String = r.get(0)?;
+        match state.as_str() {
+            "pending" => counts.pending = n,
+            "retrying" => counts.retrying = n,
+            _ => counts.dead = n,
+        }
+    }
+    let oldest: Option<String> = conn
+        .prepare_cached(
+            "SELECT created_at FROM outbox WHERE sink = ?1 AND state IN ('pending', 'retrying')
+             ORDER BY id LIMIT 1",
+        )?
+        .query_row([sink], |r| r.get(0))
+        .optional()?;
+    counts.oldest_pending_s = oldest
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| (now - t.with_timezone(&chrono::Utc)).num_seconds().max(0));
+    Ok(counts)
 }
 
 /// When the next not-yet-due row of a sink becomes due, so the forwarder sleeps just that long.
@@ -197,6 +260,9 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         next_attempt_ms: r.get(6)?,
         last_error: r.get(7)?,
         payload: r.get(8)?,
+        event_type: r.get(9)?,
+        created_at: r.get(10)?,
+        delivered_at: r.get(11)?,
     })
 }
 

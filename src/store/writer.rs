@@ -955,15 +955,7 @@ pub(super) fn store_report(
         // Another reporter's same photo: forwarded as `report.duplicate`.
         Some(of) => {
             if forward_duplicate {
-                enqueue(
-                    conn,
-                    settings,
-                    &event.event_id,
-                    event_type,
-                    &id,
-                    &event_json,
-                    now,
-                )?;
+                enqueue(conn, settings, &event, &event_json, now)?;
             }
             Ok(Outcome::Duplicate {
                 report: report_ref,
@@ -971,27 +963,17 @@ pub(super) fn store_report(
             })
         }
         None => {
-            enqueue(
-                conn,
-                settings,
-                &event.event_id,
-                event_type,
-                &id,
-                &event_json,
-                now,
-            )?;
+            enqueue(conn, settings, &event, &event_json, now)?;
             Ok(Outcome::Created { report: report_ref })
         }
     }
 }
 
-/// One outbox row per sink for an event, in the caller's transaction.
+/// One outbox row for each sink whose routing takes the event, in the caller's transaction.
 fn enqueue(
     conn: &Connection,
     settings: &StoreSettings,
-    event_id: &str,
-    event_type: EventType,
-    report_id: &str,
+    event: &Event,
     json: &str,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), StoreError> {
@@ -1000,12 +982,12 @@ fn enqueue(
         "INSERT INTO outbox (event_id, event_type, report_id, sink, payload, next_attempt_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for (sink, _) in &settings.sinks {
+    for sink in settings.sinks.iter().filter(|s| s.takes(event)) {
         insert.execute(params![
-            event_id,
-            event_type.as_str(),
-            report_id,
-            sink,
+            event.event_id,
+            event.event.as_str(),
+            event.report.id,
+            sink.name,
             json,
             now.timestamp_millis(),
             stamp
@@ -1098,15 +1080,7 @@ pub(super) fn follow_up(
     let json = serde_json::to_string(&event).map_err(|e| StoreError::Invalid(e.to_string()))?;
     conn.prepare_cached("UPDATE reports SET event_json = ?2 WHERE id = ?1")?
         .execute(params![target.id, json])?;
-    enqueue(
-        conn,
-        settings,
-        &event.event_id,
-        EventType::Updated,
-        &target.id,
-        &json,
-        now,
-    )?;
+    enqueue(conn, settings, &event, &json, now)?;
     Ok(Outcome::FollowUp {
         report: ReportRef {
             id: target.id,
@@ -1162,8 +1136,8 @@ fn requeue(
             let mut n = 0;
             for id in ids {
                 n += conn.execute(
-                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2
-                     WHERE id = ?1 AND state IN ('dead', 'retrying', 'pending')",
+                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2, last_error = NULL
+                     WHERE id = ?1",
                     params![id, now_ms],
                 )?;
             }

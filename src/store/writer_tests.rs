@@ -25,7 +25,7 @@ fn settings(dir: &std::path::Path) -> StoreSettings {
             score: 0.3,
         },
         bounce_suppress_for: std::time::Duration::from_secs(3600),
-        sinks: vec![("spool".into(), crate::config::ContactPolicy::default())],
+        sinks: vec![crate::store::SinkRoute::all("spool")],
         units: vec![],
     }
 }

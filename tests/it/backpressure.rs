@@ -2,7 +2,7 @@
 //! block instead of piling submissions up in memory, and everything goes in once it can.
 
 use phananh::channels::email::normalize;
-use phananh::config::{ContactPolicy, EmailConfig};
+use phananh::config::EmailConfig;
 use phananh::pipeline::sha256_hex;
 use phananh::store::{Outcome, Store, StoreSettings, Submission, SubmissionBody};
 use std::sync::Arc;
@@ -50,7 +50,7 @@ async fn a_blocked_writer_holds_intake_at_the_queue_capacity() {
             score: 0.3,
         },
         bounce_suppress_for: Duration::from_secs(3600),
-        sinks: vec![("spool".into(), ContactPolicy::Full)],
+        sinks: vec![phananh::store::SinkRoute::all("spool")],
         units: vec![],
     })
     .unwrap();

@@ -4,7 +4,7 @@
 use super::common::Env;
 use base64::Engine;
 
-fn reply(from: &str, code: &str, text: &str, photo: bool) -> Vec<u8> {
+pub(super) fn reply(from: &str, code: &str, text: &str, photo: bool) -> Vec<u8> {
     let mut mail = format!(
         "From: {from}\r\nTo: dttm@hue.example.vn\r\nSubject: Re: [{code}] =?UTF-8?Q?=E1=BB=94_g=C3=A0?=\r\n\
          Message-ID: <reply-{}@example.com>\r\nIn-Reply-To: <{code}.20261125@hue.example.vn>\r\n\

@@ -22,6 +22,14 @@ impl Answer {
         }
     }
 
+    pub fn status(status: u16) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: Vec::new(),
+        }
+    }
+
     pub fn redirect(to: &str) -> Answer {
         Answer {
             status: 302,
@@ -40,6 +48,17 @@ pub struct Request {
     /// Header lines as sent, lower-cased names.
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The status this stub answered.
+    pub status: u16,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 pub struct Stub {
@@ -129,13 +148,6 @@ fn serve(
     let _ = reader.read_exact(&mut body);
     let path = target.split('?').next().unwrap_or_default().to_string();
     let key = format!("{method} {path}");
-    requests.lock().unwrap().push(Request {
-        method,
-        path: path.clone(),
-        target: target.clone(),
-        headers,
-        body,
-    });
     let queued = {
         let mut q = sequences.lock().unwrap();
         q.get_mut(&path).map(|list| {
@@ -154,6 +166,14 @@ fn serve(
         status: 404,
         headers: vec![],
         body: b"not found".to_vec(),
+    });
+    requests.lock().unwrap().push(Request {
+        method,
+        path: path.clone(),
+        target: target.clone(),
+        headers,
+        body,
+        status: answer.status,
     });
     let mut out = stream;
     let mut head = format!(

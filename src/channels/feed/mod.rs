@@ -577,7 +577,7 @@ impl Poller {
                     return Err(Failure::Operator(format!("HTTP {status}")));
                 }
                 429 | 503 => {
-                    let wait = retry_after(resp.headers()).unwrap_or(backoff);
+                    let wait = crate::fetch::retry_after(resp.headers()).unwrap_or(backoff);
                     // A long wait ends the round; a short one is waited here.
                     if wait > Duration::from_secs(30) {
                         return Err(Failure::Later(format!("HTTP {status}, Retry-After"), wait));
@@ -810,20 +810,4 @@ fn later(a: &str, b: &str, tz: chrono_tz::Tz) -> bool {
         (Some(x), Some(y)) => x > y,
         _ => a > b,
     }
-}
-
-/// `Retry-After`: seconds, or an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim();
-    if let Ok(s) = v.parse::<u64>() {
-        return Some(Duration::from_secs(s));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(v).ok()?;
-    (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-        .to_std()
-        .ok()
 }

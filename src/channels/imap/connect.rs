@@ -103,21 +103,8 @@ async fn tls(
     cfg: &ImapConfig,
     tcp: TcpStream,
 ) -> anyhow::Result<tokio_rustls::client::TlsStream<TcpStream>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(ca) = &cfg.ca_file {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        for cert in CertificateDer::pem_file_iter(ca)
-            .with_context(|| format!("cannot read ca_file {}", ca.display()))?
-        {
-            roots
-                .add(cert.with_context(|| format!("bad certificate in {}", ca.display()))?)
-                .context("cannot use the CA certificate")?;
-        }
-    }
-    let config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let config = crate::fetch::tls_config_with(cfg.ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!("ca_file: {e}"))?;
     let name = rustls::pki_types::ServerName::try_from(cfg.host.clone())
         .with_context(|| format!("{} is not a valid server name", cfg.host))?;
     tokio_rustls::TlsConnector::from(Arc::new(config))

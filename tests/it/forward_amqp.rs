@@ -1,0 +1,272 @@
+//! Forwarding to a real RabbitMQ: every event consumed once after dropping repeats by message_id,
+//! through a broker restart and a kill -9 of phananh; masked contact; routing by event type.
+
+use super::common::{Env, all_fixtures, http_get, message, signal, wait_for};
+use super::rabbit::{self, Consumer, RestartGuard, distinct};
+use std::time::Duration;
+
+/// `[sinks.ops]` to RabbitMQ with its own queue (and dead-letter queue), the URL in a file that
+/// `with_url` writes.
+fn amqp_sink(queue: &str, extra: &str) -> String {
+    format!(
+        "[sinks.ops]\nkind = \"amqp\"\nurl_file = \"secrets/amqp-url\"\nexchange = \"{queue}.x\"\n\
+         declare = true\nqueue = \"{queue}\"\nbinding_key = \"report.#\"\n\
+         dead_letter_exchange = \"{queue}.dlx\"\n{extra}\n"
+    )
+}
+
+fn with_url(env: Env) -> Env {
+    std::fs::create_dir_all(env.path("secrets")).unwrap();
+    std::fs::write(
+        env.path("secrets/amqp-url"),
+        format!("{}\n", rabbit::URL_WITH_LOGIN),
+    )
+    .unwrap();
+    env
+}
+
+/// Rows of a sink in a state; 0 while the daemon has not created the database yet.
+pub(super) fn outbox(env: &Env, sink: &str, state: &str) -> i64 {
+    let Ok(db) = rusqlite::Connection::open_with_flags(
+        env.path("state/phananh.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    ) else {
+        return 0;
+    };
+    db.query_row(
+        "SELECT count(*) FROM outbox WHERE sink = ?1 AND state = ?2",
+        [sink, state],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
+
+fn event_ids(env: &Env, sink: &str) -> Vec<String> {
+    let db = env.db();
+    let mut st = db
+        .prepare("SELECT event_id FROM outbox WHERE sink = ?1 ORDER BY id")
+        .unwrap();
+    st.query_map([sink], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn every_event_reaches_the_queue_once_persistent_routed_and_masked() {
+    let _shared = rabbit::lock();
+    let queue = rabbit::unique("phananh-it-all");
+    let sinks = amqp_sink(&queue, "contact = \"masked\"");
+    let env = Env::new(
+        &format!(
+            "{sinks}\n[sinks.spool]\nkind = \"spool\"\ndir = \"spool\"\n\n\
+             [sinks.dupes]\nkind = \"spool\"\ndir = \"dupes\"\nevents = [\"report.duplicate\"]\n"
+        ),
+        "",
+    );
+    let env = with_url(env);
+    let consumer = Consumer::connect();
+
+    let files: Vec<String> = all_fixtures()
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["ingest", "--channel", "mail"];
+    args.extend(files.iter().map(String::as_str));
+    let out = env.cli_ok(&args);
+    let ids = event_ids(&env, "ops");
+    assert!(ids.len() >= 10, "{out}");
+    assert!(
+        out.contains(&format!("Forwarded {} events to sink ops.", ids.len())),
+        "{out}"
+    );
+    assert_eq!(outbox(&env, "ops", "delivered"), ids.len() as i64);
+
+    let got = consumer.drain_until(&queue, ids.len(), Duration::from_secs(10));
+    let once = distinct(&got);
+    assert_eq!(once.len(), ids.len(), "every event, each under its own id");
+    let mut want = ids.clone();
+    want.sort();
+    let mut seen: Vec<String> = once.keys().cloned().collect();
+    seen.sort();
+    assert_eq!(seen, want);
+
+    let full: Vec<serde_json::Value> = env.spool_events();
+    assert_eq!(full.len(), ids.len());
+    for m in once.values() {
+        assert!(m.persistent, "{m:?}");
+        assert_eq!(m.content_type, "application/json");
+        assert_eq!(m.kind, m.body["event"].as_str().unwrap());
+        assert_eq!(m.message_id, m.body["event_id"].as_str().unwrap());
+        let unit = m.body["unit"].as_str().unwrap_or("none");
+        assert_eq!(
+            m.routing_key,
+            format!(
+                "report.{}.{}",
+                m.body["category"]["code"].as_str().unwrap(),
+                unit
+            )
+        );
+        // The masked sink never sees a reporter's address or number as the spool (full) has it.
+        let stored = full
+            .iter()
+            .find(|e| e["event_id"] == m.body["event_id"])
+            .unwrap();
+        for field in ["email", "phone", "name"] {
+            if let Some(v) = stored["reporter"][field].as_str() {
+                let text = m.body.to_string();
+                assert!(!text.contains(v), "{field} {v} reached a masked sink");
+            }
+        }
+    }
+    assert!(
+        full.iter().any(|e| e["reporter"]["email"].is_string()),
+        "the fixtures have reporters to mask"
+    );
+
+    // Routing by event type: the `dupes` sink got the duplicates only.
+    let dupes = env.count(&env.path("state/dupes"), ".json");
+    let dup_events = once
+        .values()
+        .filter(|m| m.kind == "report.duplicate")
+        .count();
+    assert_eq!(dupes, dup_events);
+
+    // The same mail again: stored before, nothing new is published.
+    env.cli_ok(&args);
+    assert_eq!(event_ids(&env, "ops").len(), ids.len());
+    assert!(consumer.drain(&queue).is_empty());
+    consumer.delete(&[&queue, &format!("{queue}.dead")]);
+}
+
+#[test]
+fn an_event_no_queue_takes_is_dead_and_requeue_sends_it_once_bound() {
+    let _shared = rabbit::lock();
+    let queue = rabbit::unique("phananh-it-unroutable");
+    // Bound only for report.created.xyz: the fixture's key (report.CATEGORY.UNIT) finds no queue.
+    let sinks = amqp_sink(&queue, "").replace("report.#", "nothing.#");
+    let env = Env::new(&sinks, "");
+    let env = with_url(env);
+    let consumer = Consumer::connect();
+    env.ingest_fixture("01-utf8-nfc.eml");
+    assert_eq!(outbox(&env, "ops", "dead"), 1, "unroutable is permanent");
+    let list = env.cli_ok(&["outbox", "list", "--sink", "ops", "--state", "dead"]);
+    assert!(list.contains("unroutable"), "{list}");
+
+    // The operator binds the queue and sends the dead event again.
+    let fixed = sinks.replace("nothing.#", "report.#");
+    let config = std::fs::read_to_string(&env.config)
+        .unwrap()
+        .replace(&sinks, &fixed);
+    std::fs::write(&env.config, config).unwrap();
+    let out = env.cli_ok(&["outbox", "requeue", "--sink", "ops", "--state", "dead"]);
+    assert!(out.contains("1 events queued again"), "{out}");
+    env.ingest_fixture("02-nfd.eml");
+    assert_eq!(outbox(&env, "ops", "delivered"), 2);
+    let got = distinct(&consumer.drain_until(&queue, 2, Duration::from_secs(10)));
+    assert_eq!(got.len(), 2);
+    consumer.delete(&[&queue, &format!("{queue}.dead")]);
+}
+
+#[test]
+fn a_broker_restart_mid_stream_loses_nothing_and_health_shows_it() {
+    let _exclusive = rabbit::lock();
+    let queue = rabbit::unique("phananh-it-restart");
+    let sinks = amqp_sink(&queue, "");
+    let env = Env::new(
+        &format!("[forward]\nbackoff_base = \"100ms\"\nbackoff_max = \"1s\"\n\n{sinks}"),
+        "",
+    );
+    let env = with_url(env);
+    let _daemon = env.start();
+    for n in 0..20 {
+        env.deliver(&format!("m{n}"), &message(n));
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || outbox(&env, "ops", "delivered")
+            == 20),
+        "{}",
+        env.log()
+    );
+
+    let _restart = RestartGuard;
+    rabbit::rabbitmqctl("stop_app");
+    for n in 20..40 {
+        env.deliver(&format!("m{n}"), &message(n));
+    }
+    let reconnecting = wait_for(Duration::from_secs(30), || {
+        http_get(env.port, "/readyz").is_some_and(|r| {
+            r.contains("\"reconnecting\"") && r.contains("cannot connect to the broker")
+        })
+    });
+    let stored_while_down = env
+        .db()
+        .query_row("SELECT count(*) FROM reports", [], |r| r.get::<_, i64>(0))
+        .unwrap();
+    rabbit::rabbitmqctl("start_app");
+    assert!(reconnecting, "{}", env.log());
+    assert_eq!(
+        stored_while_down, 40,
+        "intake goes on while the broker is down"
+    );
+
+    assert!(
+        wait_for(Duration::from_secs(60), || outbox(&env, "ops", "delivered")
+            == 40),
+        "{}",
+        env.log()
+    );
+    // The broker closed every connection when it stopped: the consumer connects afterwards.
+    let consumer = Consumer::connect();
+    let got = distinct(&consumer.drain_until(&queue, 40, Duration::from_secs(20)));
+    assert_eq!(got.len(), 40);
+    let mut want = event_ids(&env, "ops");
+    want.sort();
+    let mut seen: Vec<String> = got.keys().cloned().collect();
+    seen.sort();
+    assert_eq!(seen, want);
+    assert!(
+        wait_for(Duration::from_secs(10), || {
+            http_get(env.port, "/readyz").is_some_and(|r| r.contains("\"status\":\"ok\""))
+        }),
+        "health recovers: {:?}",
+        http_get(env.port, "/readyz")
+    );
+    consumer.delete(&[&queue, &format!("{queue}.dead")]);
+}
+
+#[test]
+fn a_kill_9_mid_delivery_then_a_restart_delivers_every_event() {
+    let _shared = rabbit::lock();
+    let queue = rabbit::unique("phananh-it-kill");
+    // 40 events a second: 200 take 5 s, so the kill lands mid-delivery.
+    let sinks = amqp_sink(&queue, "rate_per_second = 40");
+    let env = Env::new(&sinks, "");
+    let env = with_url(env);
+    let consumer = Consumer::connect();
+    let mut daemon = env.start();
+    for n in 0..200 {
+        env.deliver(&format!("m{n}"), &message(n));
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || outbox(&env, "ops", "delivered")
+            > 40),
+        "{}",
+        env.log()
+    );
+    signal(&daemon, libc::SIGKILL);
+    daemon.wait().unwrap();
+    let before = outbox(&env, "ops", "delivered");
+    assert!(before < 200, "the kill came too late to prove anything");
+
+    let _daemon = env.start();
+    assert!(
+        wait_for(Duration::from_secs(60), || outbox(&env, "ops", "delivered")
+            == 200),
+        "{}",
+        env.log()
+    );
+    let got = distinct(&consumer.drain_until(&queue, 200, Duration::from_secs(20)));
+    assert_eq!(got.len(), 200, "every event at least once");
+    consumer.delete(&[&queue, &format!("{queue}.dead")]);
+}
