@@ -118,7 +118,7 @@ pub fn build(
         .map_err(|e| format!("cannot build the message: {e}"))
 }
 
-fn raw(name: &'static str, value: &str) -> HeaderValue {
+pub(crate) fn raw(name: &'static str, value: &str) -> HeaderValue {
     HeaderValue::new(HeaderName::new_from_ascii_str(name), value.to_string())
 }
 

@@ -8,9 +8,9 @@
 pub use messenger::strip_ids;
 
 mod mail;
-mod message;
+pub(crate) mod message;
 mod messenger;
-mod smtp;
+pub(crate) mod smtp;
 
 use crate::config::{AckConfig, FacebookConfig, ForwardConfig};
 use crate::health::{Health, State};

@@ -171,7 +171,7 @@ impl SmtpConfig {
         }
     }
 
-    fn problems(&self) -> Vec<(&'static str, String)> {
+    pub(super) fn problems(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
         match (&self.username, &self.password_file, &self.password_env) {
             (_, Some(_), Some(_)) => out.push((

@@ -27,7 +27,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use facebook::{FacebookConfig, FeedMode};
 pub use feed::{FeedConfig, FeedFormat, JsonMapping};
 pub use sink::{
-    AmqpSettings, AmqpUrl, ContactPolicy, EVENT_TYPES, HttpSettings, SinkConfig, SinkKind,
+    AmqpSettings, AmqpUrl, ContactPolicy, EVENT_TYPES, EmailSinkSettings, HttpSettings, SinkConfig,
+    SinkKind,
 };
 
 use serde::de::DeserializeOwned;

@@ -1,10 +1,11 @@
 //! `[sinks.NAME]`: where reports go. One flat table per sink; `kind` says which keys apply, and a
 //! key of another kind is an error (an `exchange` on an HTTP sink is a mistake, not a no-op).
 
+use super::SmtpConfig;
 use super::secrets::SecretRef;
 use super::units;
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,6 +18,8 @@ pub enum SinkKind {
     Amqp,
     /// POST to a URL, signed.
     Http,
+    /// A readable mail per event, with its photos, to a unit's address (agencies without a system).
+    Email,
 }
 
 impl SinkKind {
@@ -25,6 +28,7 @@ impl SinkKind {
             SinkKind::Spool => "spool",
             SinkKind::Amqp => "amqp",
             SinkKind::Http => "http",
+            SinkKind::Email => "email",
         }
     }
 }
@@ -104,6 +108,26 @@ pub struct SinkConfig {
     pub ca_file: Option<PathBuf>,
     /// http: allow `http://` to a host that is not loopback (personal data in clear text).
     pub allow_plain_http: Option<bool>,
+
+    /// email: the sender, e.g. `"Trung tâm IOC <phananh@hue.example.vn>"`.
+    pub from: Option<String>,
+    /// email: where every event goes (unless `unit_addresses` names the report's unit).
+    pub to: Option<String>,
+    /// email: the address of each unit (agency), by unit code.
+    #[serde(default)]
+    pub unit_addresses: BTreeMap<String, String>,
+    /// email: photos attached to one mail at most, in total; the rest are listed, not attached.
+    #[serde(default, deserialize_with = "opt_size")]
+    pub max_attachments_size: Option<u64>,
+    /// email: the relay.
+    pub smtp: Option<SmtpConfig>,
+    /// Where media live (set from `state_dir` when loading).
+    #[serde(skip)]
+    pub media_dir: PathBuf,
+}
+
+fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    units::size(d).map(Some)
 }
 
 fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -150,6 +174,19 @@ pub struct HttpSettings {
     pub window: usize,
 }
 
+/// The email sink's settings, once validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmailSinkSettings {
+    pub from: String,
+    pub to: Option<String>,
+    pub unit_addresses: BTreeMap<String, String>,
+    pub max_attachments_size: u64,
+    pub smtp: SmtpConfig,
+    pub media_dir: PathBuf,
+    pub contact: ContactPolicy,
+}
+
+pub const DEFAULT_MAX_ATTACHMENTS_SIZE: u64 = 20_000_000;
 pub const DEFAULT_EXCHANGE: &str = "phananh.reports";
 pub const DEFAULT_ROUTING_KEY: &str = "report.{category}.{unit}";
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Phananh-Signature";
@@ -183,7 +220,40 @@ impl SinkConfig {
             timeout: None,
             ca_file: None,
             allow_plain_http: None,
+            from: None,
+            to: None,
+            unit_addresses: BTreeMap::new(),
+            max_attachments_size: None,
+            smtp: None,
+            media_dir: PathBuf::new(),
         }
+    }
+
+    /// Only valid after `validate` accepted an email sink.
+    pub fn email(&self) -> EmailSinkSettings {
+        EmailSinkSettings {
+            from: self.from.clone().unwrap_or_default(),
+            to: self.to.clone(),
+            unit_addresses: self.unit_addresses.clone(),
+            max_attachments_size: self
+                .max_attachments_size
+                .unwrap_or(DEFAULT_MAX_ATTACHMENTS_SIZE),
+            smtp: self
+                .smtp
+                .clone()
+                .expect("validated: email sinks have [smtp]"),
+            media_dir: self.media_dir.clone(),
+            contact: self.contact,
+        }
+    }
+
+    /// The units this sink takes: `units`, or for an email sink without a catch-all `to`, the
+    /// units it has an address for (a report for any other unit has nowhere to go).
+    pub fn routed_units(&self) -> Vec<String> {
+        if self.kind == SinkKind::Email && self.to.is_none() && self.units.is_empty() {
+            return self.unit_addresses.keys().cloned().collect();
+        }
+        self.units.clone()
     }
 
     /// Only valid after `validate` accepted an amqp sink.
@@ -252,6 +322,13 @@ impl SinkConfig {
             ("allow_plain_http", self.allow_plain_http.is_some()),
         ];
         let spool = [("dir", self.dir.is_some())];
+        let email = [
+            ("from", self.from.is_some()),
+            ("to", self.to.is_some()),
+            ("unit_addresses", !self.unit_addresses.is_empty()),
+            ("max_attachments_size", self.max_attachments_size.is_some()),
+            ("smtp", self.smtp.is_some()),
+        ];
         let shared = [
             ("ca_file", self.ca_file.is_some()),
             ("url", self.url.is_some()),
@@ -266,14 +343,23 @@ impl SinkConfig {
                 add(&amqp);
                 add(&http);
                 add(&shared);
+                add(&email);
             }
             SinkKind::Amqp => {
                 add(&http);
                 add(&spool);
+                add(&email);
             }
             SinkKind::Http => {
                 add(&amqp);
                 add(&spool);
+                add(&email);
+            }
+            SinkKind::Email => {
+                add(&amqp);
+                add(&http);
+                add(&spool);
+                add(&shared);
             }
         }
         out
@@ -349,6 +435,70 @@ pub(super) fn validate(
         },
         SinkKind::Amqp => validate_amqp(name, sink, base, error),
         SinkKind::Http => validate_http(name, sink, base, error),
+        SinkKind::Email => validate_email(name, sink, base, error),
+    }
+    sink.media_dir = state_dir.join("media");
+}
+
+fn validate_email(
+    name: &str,
+    sink: &mut SinkConfig,
+    base: &Path,
+    error: &mut dyn FnMut(&str, String),
+) {
+    let mailbox = |key: &str, v: &str, error: &mut dyn FnMut(&str, String)| {
+        if v.parse::<lettre::message::Mailbox>().is_err() {
+            error(
+                key,
+                format!(
+                    "sink {name:?}: {v:?} is not a mail address (write \"name <user@host>\" or \"user@host\")"
+                ),
+            );
+        }
+    };
+    match &sink.from {
+        Some(f) => mailbox("from", f, error),
+        None => error(
+            "kind",
+            format!("sink {name:?} of kind \"email\" needs `from = \"Trung tâm IOC <phananh@…>\"`"),
+        ),
+    }
+    if let Some(t) = &sink.to {
+        mailbox("to", t, error);
+    }
+    for (unit, a) in &sink.unit_addresses {
+        mailbox("unit_addresses", a, error);
+        if !sink.units.is_empty() && !sink.units.contains(unit) {
+            error(
+                "unit_addresses",
+                format!(
+                    "sink {name:?}: unit {unit:?} has an address but is not in `units`, so it never gets mail"
+                ),
+            );
+        }
+    }
+    if sink.to.is_none() && sink.unit_addresses.is_empty() {
+        error(
+            "kind",
+            format!(
+                "sink {name:?} of kind \"email\" needs `to = \"…\"` or `unit_addresses = {{ so_xay_dung = \"…\" }}`"
+            ),
+        );
+    }
+    match sink.smtp.as_mut() {
+        None => error(
+            "kind",
+            format!(
+                "sink {name:?} of kind \"email\" needs a [sinks.{name}.smtp] table (host, tls, username, password_file)"
+            ),
+        ),
+        Some(smtp) => {
+            for (key, msg) in smtp.problems() {
+                error(key, format!("sink {name:?}: smtp: {msg}"));
+            }
+            smtp.ca_file = smtp.ca_file.take().map(|p| super::resolve(base, &p));
+            smtp.password_file = smtp.password_file.take().map(|p| super::resolve(base, &p));
+        }
     }
 }
 

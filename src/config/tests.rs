@@ -292,3 +292,81 @@ fn the_facebook_example_loads_and_mistakes_are_named() {
     assert!(has("missing verify_token_file"), "{text:#?}");
     assert!(has("graph_api_base must be https://"), "{text:#?}");
 }
+
+#[test]
+fn sinks_of_every_kind_load_with_their_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "secrets/amqp-url", "amqp://u:p@mq:5672/%2f\n");
+    let main = write(
+        dir.path(),
+        "phananh.toml",
+        "state_dir = \"state\"\n\
+         [sinks.ops]\nkind = \"amqp\"\nurl_file = \"secrets/amqp-url\"\n\
+         [sinks.hook]\nkind = \"http\"\nurl = \"https://dispatch.example.vn/phananh\"\nsecret_env = \"HOOK_KEY\"\n\
+         events = [\"report.created\"]\nrate_per_second = 20\n",
+    );
+    write(dir.path(), "channels/.keep", "");
+    let c = load(&main).unwrap();
+    let ops = c.daemon.sinks["ops"].amqp();
+    assert_eq!(
+        ops.url,
+        AmqpUrl::Secret(secrets::SecretRef::File(
+            dir.path().join("secrets/amqp-url")
+        ))
+    );
+    assert_eq!(ops.exchange, "phananh.reports");
+    assert_eq!(ops.routing_key, "report.{category}.{unit}");
+    assert!(!ops.declare);
+    assert_eq!(ops.window, 256);
+    let hook = c.daemon.sinks["hook"].http();
+    assert_eq!(hook.signature_header, "X-Phananh-Signature");
+    assert_eq!(hook.timeout, std::time::Duration::from_secs(10));
+    assert_eq!(hook.window, 8);
+    assert!(!c.daemon.sinks.contains_key("spool"), "listed sinks only");
+}
+
+#[test]
+fn sink_mistakes_are_refused_with_their_place_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(
+        dir.path(),
+        "phananh.toml",
+        "state_dir = \"state\"\n\
+         [sinks.a]\nkind = \"amqp\"\nurl = \"amqp://guest:guest@mq:5672/%2f\"\nsecret_file = \"x\"\n\
+         [sinks.b]\nkind = \"amqp\"\nurl_env = \"MQ\"\nrouting_key = \"report.{categroy}\"\nqueue = \"q\"\n\
+         [sinks.c]\nkind = \"http\"\nurl = \"http://dispatch.example.vn/hook\"\nevents = [\"report.closed\"]\n\
+         [sinks.d]\nkind = \"spool\"\ndir = \"d\"\nexchange = \"x\"\n\
+         [sinks.e]\nkind = \"http\"\n",
+    );
+    write(dir.path(), "channels/.keep", "");
+    let text: Vec<String> = load(&main)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(
+        has("phananh.toml:4:1: sink \"a\": the url holds a password inline"),
+        "{text:#?}"
+    );
+    assert!(
+        has("`secret_file` does not apply to a sink of kind \"amqp\""),
+        "{text:#?}"
+    );
+    assert!(
+        has("routing_key placeholder {categroy} is unknown"),
+        "{text:#?}"
+    );
+    assert!(
+        has("declared by phananh only with `declare = true`"),
+        "{text:#?}"
+    );
+    assert!(has("http:// to a host other than loopback"), "{text:#?}");
+    assert!(has("unknown event type \"report.closed\""), "{text:#?}");
+    assert!(
+        has("`exchange` does not apply to a sink of kind \"spool\""),
+        "{text:#?}"
+    );
+    assert!(has("sink \"e\" of kind \"http\" needs `url"), "{text:#?}");
+}

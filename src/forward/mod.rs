@@ -5,8 +5,10 @@
 //! waits and tries again, and health shows why.
 
 mod amqp;
+mod email;
 mod http;
 mod spool;
+mod strip;
 
 use crate::config::{Config, ContactPolicy, ForwardConfig, SinkConfig, SinkKind};
 use crate::health::{Health, OutboxCounts, State};
@@ -18,8 +20,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use amqp::AmqpSink;
+pub use email::EmailSink;
 pub use http::{HttpSink, sign};
 pub use spool::SpoolSink;
+pub use strip::strip_metadata;
 
 /// A sink's verdict on one event.
 #[derive(Debug, Clone, PartialEq)]
@@ -48,6 +52,7 @@ pub enum Sink {
     Spool(SpoolSink),
     Amqp(Box<AmqpSink>),
     Http(HttpSink),
+    Email(Box<EmailSink>),
 }
 
 impl Sink {
@@ -61,6 +66,7 @@ impl Sink {
             }
             SinkKind::Amqp => Sink::Amqp(Box::new(AmqpSink::new(cfg.amqp()))),
             SinkKind::Http => Sink::Http(HttpSink::new(cfg.http())?),
+            SinkKind::Email => Sink::Email(Box::new(EmailSink::new(cfg.email())?)),
         })
     }
 
@@ -81,6 +87,7 @@ impl Sink {
             }
             Sink::Amqp(s) => s.deliver(&events).await,
             Sink::Http(s) => s.deliver(&events).await,
+            Sink::Email(s) => s.deliver(&events).await,
         }
     }
 

@@ -87,7 +87,7 @@ impl StoreSettings {
                     name: name.clone(),
                     events: s.events.clone(),
                     categories: s.categories.clone(),
-                    units: s.units.clone(),
+                    units: s.routed_units(),
                 })
                 .collect(),
             units: c

@@ -248,3 +248,68 @@ fn an_update_is_never_delivered_before_its_report_under_concurrency() {
     }
     assert_eq!(delivered.len() as i64, total);
 }
+
+#[test]
+fn an_agency_without_a_system_gets_a_readable_mail_with_a_clean_photo() {
+    use super::smtp_sink::SmtpSink;
+    let relay_dir = tempfile::tempdir().unwrap();
+    let relay = SmtpSink::start(relay_dir.path());
+    let smtp = format!(
+        "host = \"127.0.0.1\"\nport = {}\ntls = \"none\"\ntimeout = \"5s\"\n",
+        relay.port
+    );
+    let env = Env::new(
+        &format!(
+            "default_category = \"khac\"\n\
+             [[categories]]\ncode = \"khac\"\nname = \"Khác\"\nunit = \"ubnd_thuan_hoa\"\n\n\
+             [sinks.ubnd]\nkind = \"email\"\nfrom = \"Trung tâm IOC <phananh@hue.example.vn>\"\n\
+             unit_addresses = {{ ubnd_thuan_hoa = \"vanthu@thuanhoa.example.vn\" }}\ncontact = \"masked\"\n\
+             [sinks.ubnd.smtp]\n{smtp}\n\
+             [sinks.other]\nkind = \"email\"\nfrom = \"phananh@hue.example.vn\"\n\
+             unit_addresses = {{ so_y_te = \"vanthu@syt.example.vn\" }}\n\
+             [sinks.other.smtp]\n{smtp}\n"
+        ),
+        "",
+    );
+    let code = env.ingest_fixture("06-photo-exif-hue.eml");
+    let got = relay.wait_for(1, || env.log());
+    assert_eq!(got.len(), 1, "the other unit's sink gets nothing");
+    let mail = &got[0];
+    assert_eq!(mail.rcpt, "vanthu@thuanhoa.example.vn");
+    assert!(
+        mail.subject()
+            .starts_with(&format!("[{code}] Phản ánh mới: ")),
+        "{}",
+        mail.subject()
+    );
+    let body = mail.body();
+    assert!(body.contains(&format!("Mã phản ánh: {code}")), "{body}");
+    assert!(body.contains("openstreetmap.org/?mlat=16.4"), "{body}");
+    assert!(!body.contains("huy.dang@example.com"), "masked: {body}");
+    assert_eq!(
+        mail.header("Auto-Submitted").as_deref(),
+        Some("auto-generated")
+    );
+    let parsed = mail_parser::MessageParser::default()
+        .parse(mail.raw.as_bytes())
+        .unwrap();
+    let photo = parsed.attachment(0).expect("the photo is attached");
+    let bytes = photo.contents();
+    assert!(bytes.starts_with(&[0xFF, 0xD8]), "a JPEG");
+    assert!(
+        !bytes.windows(4).any(|w| w == b"Exif"),
+        "the photo's EXIF (GPS, device) stays at the centre"
+    );
+    let rows: i64 = env
+        .db()
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE sink = 'other'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        rows, 0,
+        "routed by unit: no row for a sink without the unit's address"
+    );
+}
