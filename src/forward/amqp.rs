@@ -40,6 +40,12 @@ struct Link {
     channel: Channel,
 }
 
+enum Connect {
+    /// Our login was refused, or the URL or CA file cannot be read: the operator's turn.
+    Refused(String),
+    Failed(String),
+}
+
 impl AmqpSink {
     pub fn new(settings: AmqpSettings) -> Self {
         Self {
@@ -59,7 +65,10 @@ impl AmqpSink {
             }
             match tokio::time::timeout(CONNECT_TIMEOUT, self.connect()).await {
                 Ok(Ok(link)) => *guard = Some(link),
-                Ok(Err(e)) => return unavailable(events.len(), e),
+                Ok(Err(Connect::Refused(e))) => {
+                    return vec![Err(SinkError::Refused(e)); events.len()];
+                }
+                Ok(Err(Connect::Failed(e))) => return unavailable(events.len(), e),
                 Err(_) => {
                     return unavailable(events.len(), "connecting to the broker timed out".into());
                 }
@@ -131,36 +140,45 @@ impl AmqpSink {
             .map_err(|e| format!("cannot publish: {e}"))
     }
 
-    async fn connect(&self) -> Result<Link, String> {
-        let url = self.settings.url.resolve()?;
+    async fn connect(&self) -> Result<Link, Connect> {
+        let url = self.settings.url.resolve().map_err(Connect::Refused)?;
         let props = ConnectionProperties::default()
             .with_connection_name(format!("phananh {}", env!("CARGO_PKG_VERSION")).into());
         let connection = match &self.settings.ca_file {
             Some(ca) => {
-                let pem = std::fs::read_to_string(ca)
-                    .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+                let pem = std::fs::read_to_string(ca).map_err(|e| {
+                    Connect::Refused(format!("cannot read ca_file {}: {e}", ca.display()))
+                })?;
                 let tls = lapin::tcp::OwnedTLSConfig {
                     identity: None,
                     cert_chain: Some(pem),
                 };
-                let runtime = lapin::runtime::default_runtime().map_err(|e| e.to_string())?;
+                let runtime = lapin::runtime::default_runtime()
+                    .map_err(|e| Connect::Failed(e.to_string()))?;
                 Connection::connect_with_config(&url, props, tls, runtime).await
             }
             None => Connection::connect(&url, props).await,
         }
         // lapin's errors name the host and port, never the URL's credentials.
-        .map_err(|e| format!("cannot connect to the broker: {e}"))?;
+        .map_err(|e| {
+            let text = format!("cannot connect to the broker: {e}");
+            if text.contains("ACCESS_REFUSED") || text.contains("ACCESS-REFUSED") {
+                Connect::Refused(text)
+            } else {
+                Connect::Failed(text)
+            }
+        })?;
         let channel = connection
             .create_channel()
             .await
-            .map_err(|e| format!("cannot open a channel: {e}"))?;
+            .map_err(|e| Connect::Failed(format!("cannot open a channel: {e}")))?;
         if self.settings.declare {
-            self.declare(&channel).await?;
+            self.declare(&channel).await.map_err(Connect::Failed)?;
         }
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await
-            .map_err(|e| format!("cannot turn on publisher confirms: {e}"))?;
+            .map_err(|e| Connect::Failed(format!("cannot turn on publisher confirms: {e}")))?;
         tracing::info!(exchange = %self.settings.exchange, "Connected to the broker.");
         Ok(Link {
             connection,

@@ -66,7 +66,7 @@ impl EmailSink {
                     "relay refused this mail: {}",
                     e.status().map(|c| c.to_string()).unwrap_or_default()
                 ))),
-                _ => Err(SinkError::Unavailable(format!(
+                _ => Err(SinkError::Refused(format!(
                     "relay refused us: {}",
                     e.status().map(|c| c.to_string()).unwrap_or_default()
                 ))),

@@ -51,7 +51,7 @@ impl HttpSink {
         // Read at every round, so a rotated secret takes effect without a reload.
         let key = match self.secret.as_ref().map(SecretRef::resolve).transpose() {
             Ok(k) => k,
-            Err(e) => return vec![Err(SinkError::Unavailable(e)); events.len()],
+            Err(e) => return vec![Err(SinkError::Refused(e)); events.len()],
         };
         let stop = AtomicBool::new(false);
         let posts: Vec<_> = events

@@ -34,9 +34,12 @@ pub enum SinkError {
     RetryAfter(String, Duration),
     /// Will never succeed as is (rejected, unroutable): dead at once.
     Permanent(String),
-    /// Not tried: the sink cannot be reached (connection refused, broker down, secret missing).
-    /// The row keeps its attempts; the worker backs off as a whole.
+    /// Not tried: the sink cannot be reached (connection refused, broker down). The row keeps
+    /// its attempts; the worker backs off as a whole.
     Unavailable(String),
+    /// Not tried, and waiting alone will not help: our credentials were refused or the secret
+    /// cannot be read. Like `Unavailable`, and health says an operator is needed.
+    Refused(String),
 }
 
 /// One event as a sink receives it: the payload already shaped for the sink's `contact`.
@@ -170,6 +173,8 @@ struct Round {
     changed: usize,
     /// Set when the sink could not be reached: nothing more is worth trying now.
     unavailable: Option<String>,
+    /// The sink refused our credentials (or has none to offer).
+    refused: bool,
 }
 
 impl Forwarder {
@@ -257,6 +262,7 @@ impl Forwarder {
             total.changed += round.changed;
             if round.unavailable.is_some() {
                 total.unavailable = round.unavailable;
+                total.refused = round.refused;
                 return Ok(total);
             }
             if round.delivered == 0 {
@@ -291,7 +297,13 @@ impl Forwarder {
                             if failures == 1 || failures.is_power_of_two() {
                                 tracing::warn!(sink = %self.name, error = %error, retry_in = ?d, failures, "Sink cannot be reached; events wait in the outbox.");
                             }
-                            self.report_health(State::Reconnecting, Some(error)).await;
+                            // Credentials refused: waiting will not fix it, an operator must.
+                            let state = if round.refused {
+                                State::NeedsOperator
+                            } else {
+                                State::Reconnecting
+                            };
+                            self.report_health(state, Some(error)).await;
                             d
                         }
                         None => {
@@ -414,6 +426,11 @@ impl Forwarder {
                     Delivery::Delivered
                 }
                 Err(SinkError::Unavailable(error)) => {
+                    round.unavailable.get_or_insert(error);
+                    continue;
+                }
+                Err(SinkError::Refused(error)) => {
+                    round.refused = true;
                     round.unavailable.get_or_insert(error);
                     continue;
                 }

@@ -199,16 +199,15 @@ fn a_broker_restart_mid_stream_loses_nothing_and_health_shows_it() {
             r.contains("\"reconnecting\"") && r.contains("cannot connect to the broker")
         })
     });
-    let stored_while_down = env
-        .db()
-        .query_row("SELECT count(*) FROM reports", [], |r| r.get::<_, i64>(0))
-        .unwrap();
+    let stored_while_down = wait_for(Duration::from_secs(30), || {
+        env.db()
+            .query_row("SELECT count(*) FROM reports", [], |r| r.get::<_, i64>(0))
+            .unwrap()
+            == 40
+    });
     rabbit::rabbitmqctl("start_app");
     assert!(reconnecting, "{}", env.log());
-    assert_eq!(
-        stored_while_down, 40,
-        "intake goes on while the broker is down"
-    );
+    assert!(stored_while_down, "intake goes on while the broker is down");
 
     assert!(
         wait_for(Duration::from_secs(60), || outbox(&env, "ops", "delivered")
@@ -268,5 +267,66 @@ fn a_kill_9_mid_delivery_then_a_restart_delivers_every_event() {
     );
     let got = distinct(&consumer.drain_until(&queue, 200, Duration::from_secs(20)));
     assert_eq!(got.len(), 200, "every event at least once");
+    consumer.delete(&[&queue, &format!("{queue}.dead")]);
+}
+
+#[test]
+fn a_refused_broker_login_waits_for_the_operator_and_a_fixed_url_file_resumes() {
+    let _shared = rabbit::lock();
+    let queue = rabbit::unique("phananh-it-login");
+    let env = with_url(Env::new(
+        &format!("[forward]\nmax_attempts = 2\n\n{}", amqp_sink(&queue, "")),
+        "",
+    ));
+    std::fs::write(
+        env.path("secrets/amqp-url"),
+        "amqp://guest:wrong-password@127.0.0.1:5672/%2f\n",
+    )
+    .unwrap();
+    let _daemon = env.start();
+    for n in 0..3 {
+        env.deliver(&format!("m{n}"), &message(n));
+    }
+    let refused = wait_for(Duration::from_secs(30), || {
+        http_get(env.port, "/readyz").is_some_and(|r| {
+            r.starts_with("HTTP/1.1 503")
+                && r.contains("\"needs_operator\"")
+                && r.contains("ACCESS_REFUSED")
+        })
+    });
+    assert!(
+        refused,
+        "{:?}\n{}",
+        http_get(env.port, "/readyz"),
+        env.log()
+    );
+    assert!(
+        !env.log().contains("wrong-password"),
+        "the URL's password is never logged"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        outbox(&env, "ops", "dead"),
+        0,
+        "a refused login costs no attempts"
+    );
+
+    // The operator writes the right URL; the next reconnect reads it, no reload needed.
+    std::fs::write(
+        env.path("secrets/amqp-url"),
+        format!("{}\n", rabbit::URL_WITH_LOGIN),
+    )
+    .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(90), || outbox(&env, "ops", "delivered")
+            == 3),
+        "{}",
+        env.log()
+    );
+    let consumer = Consumer::connect();
+    assert_eq!(
+        distinct(&consumer.drain_until(&queue, 3, Duration::from_secs(10))).len(),
+        3
+    );
     consumer.delete(&[&queue, &format!("{queue}.dead")]);
 }
