@@ -10,7 +10,7 @@ use crate::config::secrets::SecretRef;
 use futures::StreamExt;
 use hmac::{KeyInit, Mac};
 use reqwest::StatusCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 #[derive(Debug)]
 pub struct HttpSink {
@@ -53,7 +53,7 @@ impl HttpSink {
             Ok(k) => k,
             Err(e) => return vec![Err(SinkError::Refused(e)); events.len()],
         };
-        let stop = AtomicBool::new(false);
+        let stop = Mutex::new(None);
         let posts: Vec<_> = events
             .iter()
             .map(|ev| self.post(ev, key.as_deref(), &stop))
@@ -68,12 +68,10 @@ impl HttpSink {
         &self,
         ev: &Outgoing,
         key: Option<&str>,
-        stop: &AtomicBool,
+        stop: &Mutex<Option<String>>,
     ) -> Result<(), SinkError> {
-        if stop.load(Ordering::Relaxed) {
-            return Err(SinkError::Unavailable(
-                "not sent: the receiver failed just before".into(),
-            ));
+        if let Some(cause) = stop.lock().expect("stop lock").as_ref() {
+            return Err(SinkError::Unavailable(format!("not sent: {cause}")));
         }
         let mut req = self
             .client
@@ -88,15 +86,16 @@ impl HttpSink {
         match req.send().await {
             Ok(resp) => judge(resp.status(), resp.headers()),
             Err(e) => {
-                let kind = crate::fetch::error_kind(&e);
+                let what = format!("receiver: {}", crate::fetch::error_kind(&e));
+                if e.is_connect() || e.is_timeout() {
+                    stop.lock()
+                        .expect("stop lock")
+                        .get_or_insert_with(|| what.clone());
+                }
                 if e.is_connect() {
-                    stop.store(true, Ordering::Relaxed);
-                    Err(SinkError::Unavailable(format!("receiver: {kind}")))
+                    Err(SinkError::Unavailable(what))
                 } else {
-                    if e.is_timeout() {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    Err(SinkError::Transient(format!("receiver: {kind}")))
+                    Err(SinkError::Transient(what))
                 }
             }
         }

@@ -313,3 +313,45 @@ fn an_agency_without_a_system_gets_a_readable_mail_with_a_clean_photo() {
         "routed by unit: no row for a sink without the unit's address"
     );
 }
+
+#[test]
+fn a_hanging_receiver_costs_one_timeout_per_round_and_everything_goes_through_after() {
+    let stub = Stub::start();
+    stub.answer("/hook", Answer::status(200));
+    stub.hang("/hook", Duration::from_secs(5));
+    let env = Env::new(
+        &format!(
+            "[forward]\nbackoff_base = \"200ms\"\nbackoff_max = \"400ms\"\n\
+             [sinks.hook]\nkind = \"http\"\nurl = \"{}\"\ntimeout = \"1s\"\nwindow = 2\n",
+            stub.url("/hook")
+        ),
+        "",
+    );
+    let mut files = Vec::new();
+    for n in 0..10 {
+        files.push(write(&env, &format!("m{n}.eml"), &message(n)));
+    }
+    let mut args = vec!["ingest", "--channel", "mail"];
+    args.extend(files.iter().map(String::as_str));
+    let started = std::time::Instant::now();
+    let out = env.cli_ok(&args);
+    assert!(out.contains("Forwarded 0 events to sink hook."), "{out}");
+    assert!(out.contains("receiver: timed out"), "{out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "ten events did not each wait for their own timeout: {:?}",
+        started.elapsed()
+    );
+    // Only the first window was tried: the rest were never sent to a receiver that hangs.
+    assert_eq!(state_count(&env, "retrying"), 2);
+    assert_eq!(state_count(&env, "pending"), 8);
+
+    stub.hang("/hook", Duration::ZERO);
+    let _daemon = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || state_count(&env, "delivered")
+            == 10),
+        "{}",
+        env.log()
+    );
+}

@@ -66,6 +66,7 @@ pub struct Stub {
     answers: Arc<Mutex<HashMap<String, Answer>>>,
     sequences: Arc<Mutex<HashMap<String, Vec<Answer>>>>,
     requests: Arc<Mutex<Vec<Request>>>,
+    delays: Arc<Mutex<HashMap<String, std::time::Duration>>>,
 }
 
 impl Stub {
@@ -75,11 +76,17 @@ impl Stub {
         let answers: Arc<Mutex<HashMap<String, Answer>>> = Default::default();
         let sequences: Arc<Mutex<HashMap<String, Vec<Answer>>>> = Default::default();
         let requests: Arc<Mutex<Vec<Request>>> = Default::default();
-        let (a, q, r) = (answers.clone(), sequences.clone(), requests.clone());
+        let delays: Arc<Mutex<HashMap<String, std::time::Duration>>> = Default::default();
+        let (a, q, r, d) = (
+            answers.clone(),
+            sequences.clone(),
+            requests.clone(),
+            delays.clone(),
+        );
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (a, q, r) = (a.clone(), q.clone(), r.clone());
-                std::thread::spawn(move || serve(stream, &a, &q, &r));
+                let (a, q, r, d) = (a.clone(), q.clone(), r.clone(), d.clone());
+                std::thread::spawn(move || serve(stream, &a, &q, &r, &d));
             }
         });
         Stub {
@@ -87,7 +94,13 @@ impl Stub {
             answers,
             sequences,
             requests,
+            delays,
         }
+    }
+
+    /// Holds every answer for `path` back this long (a receiver that hangs); zero to stop.
+    pub fn hang(&self, path: &str, delay: std::time::Duration) {
+        self.delays.lock().unwrap().insert(path.to_string(), delay);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -121,6 +134,7 @@ fn serve(
     answers: &Mutex<HashMap<String, Answer>>,
     sequences: &Mutex<HashMap<String, Vec<Answer>>>,
     requests: &Mutex<Vec<Request>>,
+    delays: &Mutex<HashMap<String, std::time::Duration>>,
 ) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut line = String::new();
@@ -175,6 +189,10 @@ fn serve(
         body,
         status: answer.status,
     });
+    let delay = delays.lock().unwrap().get(&path).copied();
+    if let Some(d) = delay {
+        std::thread::sleep(d);
+    }
     let mut out = stream;
     let mut head = format!(
         "HTTP/1.1 {} X\r\nContent-Length: {}\r\nConnection: close\r\n",
