@@ -180,7 +180,7 @@ pub enum OutboxCommand {
     #[command(after_help = "Examples:\n  phananh outbox retry\n  phananh outbox retry 41 42")]
     Retry { ids: Vec<i64> },
     /// Send events again, delivered ones included (a consumer lost them): the given ids, or every
-    /// row of a sink and/or state. Attempts start again from 0.
+    /// row in a state (of one sink with --sink). Attempts start again from 0.
     #[command(
         after_help = "Examples:\n  phananh outbox requeue 41\n  phananh outbox requeue --sink ops --state dead\n  phananh outbox requeue --sink ops --state delivered"
     )]

@@ -619,9 +619,9 @@ fn outbox(path: &Path, cmd: OutboxCommand) -> anyhow::Result<()> {
         OutboxCommand::Requeue { ids, sink, state } => {
             known_sink(&sink)?;
             let ids = if ids.is_empty() {
-                if sink.is_none() && state.is_none() {
+                if state.is_none() {
                     anyhow::bail!(
-                        "name the rows to send again: ids from `phananh outbox list`, or --sink and/or --state"
+                        "name the rows to send again: ids from `phananh outbox list`, or --state (with --sink for one sink), e.g. --sink ops --state dead"
                     );
                 }
                 let conn = reader(&config)?;

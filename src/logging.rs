@@ -8,7 +8,8 @@ pub fn init(default_level: &str) {
     let asked = std::env::var("PHANANH_LOG").or_else(|_| std::env::var("RUST_LOG"));
     // lapin logs every failed broker connection at ERROR, three lines each time; the amqp sink
     // already says it once (WARN, with its backoff) and shows it in /readyz. Asked by name, it
-    // still logs (`PHANANH_LOG=info,lapin=debug`).
+    // still logs (`PHANANH_LOG=info,lapin=debug`), but lapin's own debug lines include returned
+    // message bodies, personal data and all: only on a test broker.
     let quiet_lapin = !asked.as_deref().is_ok_and(|a| a.contains("lapin"));
     let mut filter = asked
         .map(EnvFilter::new)

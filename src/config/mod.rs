@@ -440,6 +440,13 @@ fn load_daemon(
             ),
         ));
     }
+    // The units a report can be routed to: a sink naming another never gets an event.
+    let units: HashSet<&str> = d
+        .categories
+        .iter()
+        .filter_map(|c| c.unit.as_deref())
+        .chain(d.routes.iter().map(|r| r.unit.as_str()))
+        .collect();
     for (name, sink) in d.sinks.iter_mut() {
         if !is_name(name) {
             errors.push(err(
@@ -447,9 +454,17 @@ fn load_daemon(
                 format!("sink name {name:?} must use a-z, 0-9, '-' and '_' only"),
             ));
         }
-        sink::validate(name, sink, base, &d.state_dir, &codes, &mut |key, msg| {
-            errors.push(err(key, msg))
-        });
+        sink::validate(
+            name,
+            sink,
+            &sink::Known {
+                base,
+                state_dir: &d.state_dir,
+                categories: &codes,
+                units: &units,
+            },
+            &mut |key, msg| errors.push(err(key, msg)),
+        );
     }
     match (errors.is_empty(), tz) {
         (true, Some(tz)) => Ok((d, tz)),

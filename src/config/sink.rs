@@ -186,7 +186,8 @@ pub struct EmailSinkSettings {
     pub contact: ContactPolicy,
 }
 
-pub const DEFAULT_MAX_ATTACHMENTS_SIZE: u64 = 20_000_000;
+/// 7 MB of photos is under 10 MB once base64-encoded: Postfix's default message size limit.
+pub const DEFAULT_MAX_ATTACHMENTS_SIZE: u64 = 7_000_000;
 pub const DEFAULT_EXCHANGE: &str = "phananh.reports";
 pub const DEFAULT_ROUTING_KEY: &str = "report.{category}.{unit}";
 pub const DEFAULT_SIGNATURE_HEADER: &str = "X-Phananh-Signature";
@@ -366,16 +367,26 @@ impl SinkConfig {
     }
 }
 
-/// Checks one sink and makes its paths absolute: spool folders against `state_dir`, secret and CA
-/// files against the config file's folder. Every problem goes to `error(key, message)`.
+/// What a sink is checked against.
+pub(super) struct Known<'a> {
+    /// The config file's folder (secret and CA files are relative to it).
+    pub base: &'a Path,
+    /// Spool folders are relative to it.
+    pub state_dir: &'a Path,
+    /// Category codes (empty: no categories configured, nothing to check against).
+    pub categories: &'a HashSet<&'a str>,
+    /// Units the categories and routes can give a report.
+    pub units: &'a HashSet<&'a str>,
+}
+
+/// Checks one sink and makes its paths absolute. Every problem goes to `error(key, message)`.
 pub(super) fn validate(
     name: &str,
     sink: &mut SinkConfig,
-    base: &Path,
-    state_dir: &Path,
-    categories: &HashSet<&str>,
+    known: &Known<'_>,
     error: &mut dyn FnMut(&str, String),
 ) {
+    let (base, state_dir, categories) = (known.base, known.state_dir, known.categories);
     let kind = sink.kind.as_str();
     for key in sink.foreign_keys() {
         error(
@@ -399,6 +410,17 @@ pub(super) fn validate(
             error(
                 "categories",
                 format!("sink {name:?}: category {c:?} is not one of the [[categories]] codes"),
+            );
+        }
+    }
+    let named_units = sink.units.iter().chain(sink.unit_addresses.keys());
+    for u in named_units {
+        if !categories.is_empty() && !known.units.contains(u.as_str()) {
+            error(
+                "units",
+                format!(
+                    "sink {name:?}: unit {u:?} is not the unit of any [[categories]] or [[routes]], so no report goes there"
+                ),
             );
         }
     }
@@ -473,6 +495,20 @@ fn validate_email(
                 "unit_addresses",
                 format!(
                     "sink {name:?}: unit {unit:?} has an address but is not in `units`, so it never gets mail"
+                ),
+            );
+        }
+    }
+    if sink.to.is_none() {
+        for unit in sink
+            .units
+            .iter()
+            .filter(|u| !sink.unit_addresses.contains_key(*u))
+        {
+            error(
+                "units",
+                format!(
+                    "sink {name:?}: unit {unit:?} is in `units` but has no address in unit_addresses, and there is no `to`"
                 ),
             );
         }

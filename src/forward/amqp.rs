@@ -14,6 +14,7 @@ use lapin::{
     BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind,
     PublisherConfirm,
 };
+use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
@@ -88,16 +89,26 @@ impl AmqpSink {
                     }
                 }
             }
+            let published = confirms.len();
             let settled =
                 tokio::time::timeout(CONFIRM_TIMEOUT, futures::future::join_all(confirms)).await;
             match settled {
-                Ok(all) => results.extend(all.into_iter().map(judge)),
+                Ok(all) => {
+                    let returned = returned_ids(&all);
+                    let closed = !link.channel.status().connected();
+                    for (ev, c) in window.iter().zip(all) {
+                        results.push(judge(ev, c, &returned, closed));
+                    }
+                }
                 Err(_) => {
-                    let n = window.len().min(events.len() - results.len());
                     let error = "the broker did not confirm in time".to_string();
-                    results.extend((0..n).map(|_| Err(SinkError::Transient(error.clone()))));
+                    results
+                        .extend((0..published).map(|_| Err(SinkError::Transient(error.clone()))));
                     broken = Some(error);
                 }
+            }
+            if broken.is_none() && !link.usable() {
+                broken = Some("the broker closed the channel".into());
             }
             if broken.is_some() {
                 break;
@@ -142,6 +153,16 @@ impl AmqpSink {
 
     async fn connect(&self) -> Result<Link, Connect> {
         let url = self.settings.url.resolve().map_err(Connect::Refused)?;
+        // Checked here, because lapin's parse error quotes the whole URL, password and all.
+        match url::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "amqp" | "amqps") => {}
+            _ => {
+                return Err(Connect::Refused(
+                    "the broker URL is not an amqp:// or amqps:// URL (amqp://user:password@host:5672/vhost)"
+                        .into(),
+                ));
+            }
+        }
         let props = ConnectionProperties::default()
             .with_connection_name(format!("phananh {}", env!("CARGO_PKG_VERSION")).into());
         let connection = match &self.settings.ca_file {
@@ -172,8 +193,28 @@ impl AmqpSink {
             .create_channel()
             .await
             .map_err(|e| Connect::Failed(format!("cannot open a channel: {e}")))?;
+        // A setup the broker refuses (an exchange that does not exist, a queue declared before
+        // with other arguments, no permission) is the operator's to fix, not a reason to retry.
         if self.settings.declare {
-            self.declare(&channel).await.map_err(Connect::Failed)?;
+            self.declare(&channel).await.map_err(Connect::Refused)?;
+        } else if !self.settings.exchange.is_empty() {
+            channel
+                .exchange_declare(
+                    self.settings.exchange.clone().into(),
+                    ExchangeKind::Topic,
+                    ExchangeDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(|e| {
+                    Connect::Refused(format!(
+                        "exchange {:?} cannot be used: {e}; declare it on the broker or set declare = true",
+                        self.settings.exchange
+                    ))
+                })?;
         }
         channel
             .confirm_select(ConfirmSelectOptions::default())
@@ -277,25 +318,49 @@ impl Link {
     }
 }
 
+/// The message ids the broker returned as unroutable in one window. lapin hands a returned
+/// message to whichever confirm completes next, not to the message's own (a multiple-ack walks its
+/// pending confirms in hash order), so a return is matched to its event by `message_id`.
+fn returned_ids(all: &[lapin::Result<Confirmation>]) -> HashMap<String, String> {
+    all.iter()
+        .filter_map(|c| match c {
+            Ok(Confirmation::Ack(Some(r)) | Confirmation::Nack(Some(r))) => Some((
+                r.delivery.properties.message_id().as_ref()?.to_string(),
+                format!("{} {}", r.reply_code, r.reply_text),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A broker's answer about one message. Unroutable (returned) is permanent: no queue is bound
 /// for its routing key, and trying again changes nothing until an operator binds one and runs
 /// `phananh outbox requeue`. A nack is the broker refusing to take it now (a full queue with
-/// `reject-publish`, an internal error): retried.
-fn judge(c: lapin::Result<Confirmation>) -> Result<(), SinkError> {
+/// `reject-publish`, an internal error): retried. No answer because the broker closed the channel
+/// (an exchange that does not exist, a permission) is not an attempt: the reconnect checks the
+/// setup and says what is wrong.
+fn judge(
+    ev: &Outgoing,
+    c: lapin::Result<Confirmation>,
+    returned: &HashMap<String, String>,
+    channel_closed: bool,
+) -> Result<(), SinkError> {
+    if let Some(why) = returned.get(&ev.event_id) {
+        return Err(SinkError::Permanent(format!(
+            "the broker returned it unroutable ({why}): no queue is bound for its routing key"
+        )));
+    }
     match c {
-        Ok(Confirmation::Ack(None)) => Ok(()),
-        Ok(Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned))) => {
-            Err(SinkError::Permanent(format!(
-                "the broker returned it unroutable ({} {}): no queue is bound for its routing key",
-                returned.reply_code, returned.reply_text
-            )))
-        }
-        Ok(Confirmation::Nack(None)) => {
+        Ok(Confirmation::Ack(_)) => Ok(()),
+        Ok(Confirmation::Nack(_)) => {
             Err(SinkError::Transient("the broker refused it (nack)".into()))
         }
         Ok(Confirmation::NotRequested) => Err(SinkError::Transient(
             "the broker did not confirm (confirms are off)".into(),
         )),
+        Err(e) if channel_closed => Err(SinkError::Unavailable(format!(
+            "the broker closed the channel: {e}"
+        ))),
         Err(e) => Err(SinkError::Transient(format!("no confirm: {e}"))),
     }
 }

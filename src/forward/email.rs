@@ -22,7 +22,9 @@ const WINDOW: usize = 4;
 pub struct EmailSink {
     settings: EmailSinkSettings,
     from: Mailbox,
-    transport: smtp::Transport,
+    /// Built at the first round and again after the relay refused our login, so a fixed
+    /// password file is read without a reload.
+    transport: std::sync::Mutex<Option<smtp::Transport>>,
     media: MediaStore,
 }
 
@@ -34,46 +36,85 @@ impl std::fmt::Debug for EmailSink {
     }
 }
 
+/// Whether photos go with the mail, or only their names.
+#[derive(Clone, Copy, PartialEq)]
+enum Photos {
+    Attached,
+    Listed,
+}
+
 impl EmailSink {
     pub fn new(settings: EmailSinkSettings) -> Result<Self, String> {
         let from = settings.from.parse().map_err(|e| format!("from: {e}"))?;
-        let transport = smtp::transport(&settings.smtp).map_err(|e| format!("{e:#}"))?;
         Ok(Self {
             media: MediaStore::new(settings.media_dir.clone()),
             from,
-            transport,
+            transport: std::sync::Mutex::new(None),
             settings,
         })
     }
 
+    fn transport(&self) -> Result<smtp::Transport, SinkError> {
+        let mut t = self.transport.lock().expect("transport lock");
+        if let Some(t) = t.as_ref() {
+            return Ok(t.clone());
+        }
+        let built = smtp::transport(&self.settings.smtp)
+            .map_err(|e| SinkError::Refused(format!("{e:#}")))?;
+        *t = Some(built.clone());
+        Ok(built)
+    }
+
     pub async fn deliver(&self, events: &[Outgoing]) -> Vec<Result<(), SinkError>> {
-        let sends: Vec<_> = events.iter().map(|ev| self.send(ev)).collect();
+        let transport = match self.transport() {
+            Ok(t) => t,
+            Err(e) => return vec![Err(e); events.len()],
+        };
+        let sends: Vec<_> = events.iter().map(|ev| self.send(&transport, ev)).collect();
         futures::stream::iter(sends)
             .buffered(WINDOW)
             .collect()
             .await
     }
 
-    async fn send(&self, ev: &Outgoing) -> Result<(), SinkError> {
+    async fn send(&self, transport: &smtp::Transport, ev: &Outgoing) -> Result<(), SinkError> {
         let event: Event = serde_json::from_str(&ev.payload)
             .map_err(|e| SinkError::Permanent(format!("the stored event is unreadable: {e}")))?;
         let to = self.recipient(&event.report)?;
-        let message = self.build(&event, to).await?;
-        match self.transport.send(message).await {
+        let message = self.build(&event, to.clone(), Photos::Attached).await?;
+        match self.relay(transport, message).await {
+            // Too large for the agency's server (552, or 5.3.4): the same mail with the photos
+            // named instead of attached still tells them what to do.
+            Err(SinkError::Permanent(e)) if e.contains("552") || e.contains("5.3.4") => {
+                let lighter = self.build(&event, to, Photos::Listed).await?;
+                self.relay(transport, lighter).await
+            }
+            other => other,
+        }
+    }
+
+    async fn relay(&self, transport: &smtp::Transport, message: Message) -> Result<(), SinkError> {
+        let code = |e: &lettre::transport::smtp::Error| {
+            e.status().map(|c| c.to_string()).unwrap_or_default()
+        };
+        match transport.send(message).await {
             Ok(_) => Ok(()),
-            Err(e) if e.is_permanent() => match self.transport.test_connection().await {
+            Err(e) if e.is_permanent() => match transport.test_connection().await {
                 Ok(true) => Err(SinkError::Permanent(format!(
                     "relay refused this mail: {}",
-                    e.status().map(|c| c.to_string()).unwrap_or_default()
+                    code(&e)
                 ))),
-                _ => Err(SinkError::Refused(format!(
-                    "relay refused us: {}",
-                    e.status().map(|c| c.to_string()).unwrap_or_default()
-                ))),
+                _ => {
+                    *self.transport.lock().expect("transport lock") = None;
+                    Err(SinkError::Refused(format!(
+                        "relay refused us: {}",
+                        code(&e)
+                    )))
+                }
             },
             Err(e) if e.is_transient() => Err(SinkError::Transient(format!(
                 "relay deferred the mail: {}",
-                e.status().map(|c| c.to_string()).unwrap_or_default()
+                code(&e)
             ))),
             // Connection, TLS and timeouts: the relay, not this mail.
             Err(_) => Err(SinkError::Unavailable(format!(
@@ -100,7 +141,12 @@ impl EmailSink {
             .map_err(|e| SinkError::Permanent(format!("the unit's address is unusable: {e}")))
     }
 
-    async fn build(&self, event: &Event, to: Mailbox) -> Result<Message, SinkError> {
+    async fn build(
+        &self,
+        event: &Event,
+        to: Mailbox,
+        photos: Photos,
+    ) -> Result<Message, SinkError> {
         let r = &event.report;
         let domain = self.from.email.domain().to_string();
         let builder = Message::builder()
@@ -116,7 +162,7 @@ impl EmailSink {
             .raw_header(raw(LOOP_HEADER, &r.channel.name))
             .raw_header(raw("X-Phananh-Event", event.event.as_str()))
             .raw_header(raw("X-Phananh-Tracking-Code", &r.tracking_code));
-        let (attachments, left_out) = self.attachments(r).await;
+        let (attachments, left_out) = self.attachments(r, photos).await;
         let text = body(event, &left_out);
         let mut parts = MultiPart::mixed().singlepart(
             SinglePart::builder()
@@ -132,7 +178,7 @@ impl EmailSink {
     }
 
     /// The report's photos, cleaned, within `max_attachments_size`; the names of the rest.
-    async fn attachments(&self, r: &Report) -> (Vec<SinglePart>, Vec<String>) {
+    async fn attachments(&self, r: &Report, photos: Photos) -> (Vec<SinglePart>, Vec<String>) {
         let mut parts = Vec::new();
         let mut left_out = Vec::new();
         let mut total = 0u64;
@@ -141,7 +187,7 @@ impl EmailSink {
                 .name
                 .clone()
                 .unwrap_or_else(|| format!("anh-{}.{}", i + 1, extension(&m.content_type)));
-            if total + m.size > self.settings.max_attachments_size {
+            if photos == Photos::Listed || total + m.size > self.settings.max_attachments_size {
                 left_out.push(name);
                 continue;
             }

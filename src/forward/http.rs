@@ -1,7 +1,8 @@
 //! The `http` sink: each event POSTed as JSON to the receiver's URL, with `Idempotency-Key` (the
 //! event id, so a receiver drops repeats), `X-Phananh-Event` (its type) and, when a secret is
 //! configured, `sha256=<hex HMAC-SHA256 of the body>` in the signature header. 2xx is delivered;
-//! 408, 429 and 5xx are retried (honouring Retry-After); any other answer is permanent. Redirects
+//! 408, 429 and 5xx are retried (honouring Retry-After); 401 and 403 wait for the operator; any
+//! other answer is permanent. Redirects
 //! are not followed: a receiver that moved is a configuration change, not something to guess.
 
 use super::{Outgoing, SinkError};
@@ -122,6 +123,12 @@ fn judge(status: StatusCode, headers: &reqwest::header::HeaderMap) -> Result<(),
             Some(after) => Err(SinkError::RetryAfter(what, after)),
             None => Err(SinkError::Transient(what)),
         }
+    } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        // Our signature or access was refused (a rotated key): every event would go dead, so
+        // they wait for the operator instead.
+        Err(SinkError::Refused(format!(
+            "{what}: the receiver refused our signature or access"
+        )))
     } else if status.is_redirection() {
         Err(SinkError::Permanent(format!(
             "{what} (a redirect; set the sink's url to the new address)"
@@ -147,7 +154,11 @@ mod tests {
                 "{s}"
             );
         }
-        for s in [400, 401, 403, 404, 409, 422, 301] {
+        for s in [401, 403] {
+            let s = StatusCode::from_u16(s).unwrap();
+            assert!(matches!(judge(s, &none), Err(SinkError::Refused(_))), "{s}");
+        }
+        for s in [400, 404, 409, 422, 301] {
             let s = StatusCode::from_u16(s).unwrap();
             assert!(
                 matches!(judge(s, &none), Err(SinkError::Permanent(_))),

@@ -390,15 +390,34 @@ impl Forwarder {
                 }
             }
         }
+        // An event that cannot be shaped for this sink's `contact` is never sent unmasked.
+        let shaped: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| shape_payload(&r.payload, self.contact))
+            .collect();
         let events: Vec<Outgoing> = rows
             .iter()
-            .map(|r| Outgoing {
-                event_id: r.event_id.clone(),
-                event_type: r.event_type.clone(),
-                payload: shape_payload(&r.payload, self.contact),
+            .zip(&shaped)
+            .filter_map(|(r, p)| {
+                Some(Outgoing {
+                    event_id: r.event_id.clone(),
+                    event_type: r.event_type.clone(),
+                    payload: p.clone()?,
+                })
             })
             .collect();
-        let results = self.sink.deliver(events).await;
+        let mut sent = self.sink.deliver(events).await.into_iter();
+        let results: Vec<Result<(), SinkError>> = shaped
+            .iter()
+            .map(|p| match p {
+                Some(_) => sent
+                    .next()
+                    .unwrap_or_else(|| Err(SinkError::Transient("the sink gave no answer".into()))),
+                None => Err(SinkError::Permanent(
+                    "the stored event cannot be read to mask it for this sink".into(),
+                )),
+            })
+            .collect();
         let now = chrono::Utc::now();
         let mut round = Round::default();
         let mut outcomes = Vec::with_capacity(rows.len());
@@ -436,11 +455,11 @@ impl Forwarder {
                 }
                 Err(SinkError::Permanent(error)) => Delivery::Dead { error },
                 Err(SinkError::Transient(error)) => retry(error, backoff),
-                // The receiver's word, but never sooner than our own first step, nor past an hour.
-                Err(SinkError::RetryAfter(error, after)) => retry(
-                    error,
-                    after.clamp(self.policy.backoff_base, Duration::from_secs(3600)),
-                ),
+                // The receiver's word when it asks for longer than our backoff (never past an
+                // hour); a short Retry-After must not burn the attempts in seconds.
+                Err(SinkError::RetryAfter(error, after)) => {
+                    retry(error, after.min(Duration::from_secs(3600)).max(backoff))
+                }
             };
             match &outcome {
                 Delivery::Dead { error } => {
@@ -464,17 +483,42 @@ impl Forwarder {
 /// The payload as this sink may see it: the stored event has the full reporter; a masked sink gets
 /// masked values, a `none` sink gets no reporter at all, and both get the reporter's name, address
 /// and phone numbers masked in the text. Full sinks get the stored bytes unchanged.
-fn shape_payload(payload: &str, contact: ContactPolicy) -> String {
+fn shape_payload(payload: &str, contact: ContactPolicy) -> Option<String> {
     if contact == ContactPolicy::Full {
-        return payload.to_string();
+        return Some(payload.to_string());
     }
-    let Ok(mut event) = serde_json::from_str::<crate::report::Event>(payload) else {
-        return payload.to_string();
-    };
+    let mut event = serde_json::from_str::<crate::report::Event>(payload).ok()?;
     event.report.redact_text();
     event.report.reporter = match contact {
         ContactPolicy::Masked => event.report.reporter.map(|r| r.masked()),
         _ => None,
     };
-    serde_json::to_string(&event).unwrap_or_else(|_| payload.to_string())
+    serde_json::to_string(&event).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_that_cannot_be_masked_is_not_sent_at_all() {
+        let odd = r#"{"schema":"phananh.report/9","reporter":{"phone":"+84905123456"}}"#;
+        assert_eq!(shape_payload(odd, ContactPolicy::Masked), None);
+        assert_eq!(shape_payload(odd, ContactPolicy::None), None);
+        assert_eq!(
+            shape_payload(odd, ContactPolicy::Full).as_deref(),
+            Some(odd)
+        );
+    }
+
+    #[test]
+    fn routing_keys_fill_placeholders_and_cannot_add_words() {
+        let payload = r#"{"event":"report.updated","category":{"code":"ha_tang"},"unit":"so.xd#1",
+            "channel":{"name":"email-dttm","kind":"imap"}}"#;
+        assert_eq!(
+            routing_key("report.{event}.{category}.{unit}.{ward}", payload),
+            "report.updated.ha_tang.so_xd_1.none"
+        );
+        assert_eq!(routing_key("{channel}.{kind}", payload), "email-dttm.imap");
+    }
 }

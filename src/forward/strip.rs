@@ -30,10 +30,12 @@ fn jpeg(b: &[u8]) -> Option<Vec<u8>> {
         let marker = *b.get(i + 1)?;
         match marker {
             // Markers without a length.
-            0xD8 | 0x01 | 0xD0..=0xD7 => {
+            0x01 | 0xD0..=0xD7 => {
                 out.extend_from_slice(&b[i..i + 2]);
                 i += 2;
             }
+            // End of image: whatever follows (a second JPEG with its own EXIF, a Motion Photo's
+            // video with its GPS track) stays behind.
             0xD9 => {
                 out.extend_from_slice(&b[i..i + 2]);
                 return Some(out);
@@ -45,16 +47,28 @@ fn jpeg(b: &[u8]) -> Option<Vec<u8>> {
                 }
                 let end = i.checked_add(2 + len)?;
                 let segment = b.get(i..end)?;
-                // Start of scan: the entropy-coded data runs to the end; copy it whole.
-                if marker == 0xDA {
-                    out.extend_from_slice(&b[i..]);
-                    return Some(out);
-                }
-                // APP1 (EXIF, XMP) and APP13 (IPTC, Photoshop) hold the metadata.
-                if marker != 0xE1 && marker != 0xED {
+                // APP1 (EXIF, XMP), APP13 (IPTC, Photoshop) and comments hold the metadata.
+                if !matches!(marker, 0xE1 | 0xED | 0xFE) {
                     out.extend_from_slice(segment);
                 }
                 i = end;
+                if marker == 0xDA {
+                    // Entropy-coded data: 0xFF is followed by 0x00 (a stuffed byte) or a restart
+                    // marker inside it; any other marker ends the scan (progressive JPEGs have
+                    // several).
+                    let start = i;
+                    loop {
+                        let at = i + b.get(i..)?.iter().position(|&x| x == 0xFF)?;
+                        let next = *b.get(at + 1)?;
+                        if next == 0x00 || (0xD0..=0xD7).contains(&next) {
+                            i = at + 2;
+                            continue;
+                        }
+                        out.extend_from_slice(&b[start..at]);
+                        i = at;
+                        break;
+                    }
+                }
             }
         }
     }
@@ -100,6 +114,25 @@ mod tests {
         let a = image::load_from_memory(&original).unwrap();
         let b = image::load_from_memory(&clean).unwrap();
         assert_eq!(a.to_rgb8().as_raw(), b.to_rgb8().as_raw(), "same pixels");
+    }
+
+    #[test]
+    fn what_follows_the_end_of_image_and_comments_stay_behind() {
+        let original = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/media/hue-exif.jpg"
+        ))
+        .unwrap();
+        let mut tail = original.clone();
+        tail.extend_from_slice(b"ftypmp42 GPS track of a motion photo");
+        let clean = strip_metadata(&tail).unwrap();
+        assert_eq!(clean, strip_metadata(&original).unwrap());
+        assert!(clean.ends_with(&[0xFF, 0xD9]));
+        // A comment segment right after SOI is dropped.
+        let mut commented = vec![0xFF, 0xD8, 0xFF, 0xFE, 0x00, 0x07];
+        commented.extend_from_slice(b"owner");
+        commented.extend_from_slice(&original[2..]);
+        assert_eq!(strip_metadata(&commented).unwrap(), clean);
     }
 
     #[test]

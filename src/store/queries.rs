@@ -203,7 +203,8 @@ pub fn due_outbox(
     Ok(rows)
 }
 
-/// A sink's undelivered rows by state, and the age of the oldest; index-only, cheap at any size.
+/// A sink's undelivered rows by state, and the age of the oldest: an index walk over the rows not
+/// delivered (dead ones included), not over the whole outbox.
 pub fn sink_counts(
     conn: &Connection,
     sink: &str,
@@ -237,14 +238,18 @@ pub fn sink_counts(
     Ok(counts)
 }
 
-/// When the next not-yet-due row of a sink becomes due, so the forwarder sleeps just that long.
+/// When the next row a sink may deliver becomes due, so the forwarder sleeps just that long. A row
+/// held back behind an earlier undelivered event of its report does not count: its turn comes
+/// with that event's, which is counted.
 pub fn next_due_ms(conn: &Connection, sink: &str) -> Result<Option<i64>, StoreError> {
     Ok(conn
-        .query_row(
-            "SELECT min(next_attempt_ms) FROM outbox WHERE sink = ?1 AND state IN ('pending', 'retrying')",
-            [sink],
-            |r| r.get(0),
-        )
+        .prepare_cached(
+            "SELECT min(o.next_attempt_ms) FROM outbox o
+             WHERE o.sink = ?1 AND o.state IN ('pending', 'retrying')
+               AND NOT EXISTS (SELECT 1 FROM outbox e WHERE e.sink = o.sink AND e.report_id = o.report_id
+                               AND e.id < o.id AND e.state != 'delivered')",
+        )?
+        .query_row([sink], |r| r.get(0))
         .optional()?
         .flatten())
 }

@@ -1128,7 +1128,7 @@ fn requeue(
     let now_ms = now.timestamp_millis();
     match ids {
         None => Ok(conn.execute(
-            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?1
+            "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?1, last_error = NULL
              WHERE state IN ('dead', 'retrying')",
             [now_ms],
         )?),

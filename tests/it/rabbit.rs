@@ -9,7 +9,8 @@ use std::time::Duration;
 
 pub const URL_WITH_LOGIN: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
-/// Tests that stop the broker hold this exclusively; the others share it.
+/// Every test that uses the broker holds this, so the one that stops it disturbs no other test
+/// of this binary (nothing else on a CI machine uses the broker).
 static BROKER: Mutex<()> = Mutex::new(());
 
 pub fn lock() -> MutexGuard<'static, ()> {
