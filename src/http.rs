@@ -1,5 +1,5 @@
-//! The one HTTP server: `/healthz` (alive), `/readyz` (each channel's state) and the webhooks
-//! (`/webhooks/facebook/{channel}`); `/metrics` joins it later.
+//! The one HTTP server: `/healthz` (alive), `/readyz` (each channel's and sink's state),
+//! `/metrics` (Prometheus) and the webhooks (`/webhooks/facebook/{channel}`).
 
 use crate::channels::facebook::Webhooks;
 use crate::health::{Health, State};
@@ -13,12 +13,24 @@ pub fn router(health: Health, webhooks: Webhooks) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(health)
         .merge(crate::channels::facebook::routes(webhooks))
 }
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") }))
+}
+
+/// Prometheus scrapes this (OpenMetrics text).
+async fn metrics() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        crate::metrics::get().render(),
+    )
 }
 
 /// 200 while no channel or sink needs the operator, 503 when one does, so a monitor can page someone.

@@ -16,6 +16,7 @@ pub mod http;
 pub mod intake;
 pub mod logging;
 pub mod media;
+pub mod metrics;
 pub mod pipeline;
 pub mod report;
 pub mod store;

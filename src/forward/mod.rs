@@ -347,6 +347,7 @@ impl Forwarder {
         .ok()
         .and_then(Result::ok)
         .unwrap_or(OutboxCounts::default());
+        crate::metrics::get().outbox_counts(&self.name, &counts);
         self.health.set_sink(&self.name, state, error, counts);
     }
 
@@ -461,6 +462,20 @@ impl Forwarder {
                     retry(error, after.min(Duration::from_secs(3600)).max(backoff))
                 }
             };
+            let m = crate::metrics::get();
+            match &outcome {
+                Delivery::Delivered => {
+                    m.delivery(&self.name, "delivered");
+                    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(&row.created_at) {
+                        let waited = (now - t.with_timezone(&chrono::Utc)).num_milliseconds();
+                        m.delivery_latency
+                            .get_or_create(&m.sink(&self.name))
+                            .observe(waited.max(0) as f64 / 1000.0);
+                    }
+                }
+                Delivery::Retry { .. } => m.delivery(&self.name, "retry"),
+                Delivery::Dead { .. } => m.delivery(&self.name, "dead"),
+            }
             match &outcome {
                 Delivery::Dead { error } => {
                     tracing::error!(sink = %self.name, event_id = %row.event_id, attempts = attempt, error = %error, "Event is dead; `phananh outbox retry` re-sends it.")
@@ -473,6 +488,10 @@ impl Forwarder {
             outcomes.push((row.id, outcome));
         }
         round.changed = outcomes.len();
+        if round.unavailable.is_some() {
+            let m = crate::metrics::get();
+            m.unreachable.get_or_create(&m.sink(&self.name)).inc();
+        }
         if !outcomes.is_empty() {
             self.store.record_deliveries(outcomes).await?;
         }

@@ -229,6 +229,17 @@ pub enum Outcome {
     },
 }
 
+/// Counts what became of a channel's items, for `/metrics`.
+fn count(channel: &str, kind: &str, results: &[Result<Receipt, StoreError>]) {
+    let m = crate::metrics::get();
+    for r in results {
+        match r {
+            Ok(receipt) => m.item(channel, kind, crate::metrics::outcome(receipt)),
+            Err(_) => m.channel_error(channel),
+        }
+    }
+}
+
 /// Handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -264,12 +275,18 @@ impl Store {
 
     /// Commits one item and returns its receipt. Waits when the writer's queue is full.
     pub async fn submit(&self, submission: Submission) -> Result<Receipt, StoreError> {
+        let (channel, kind) = (submission.channel.clone(), submission.kind.clone());
         let (reply, rx) = oneshot::channel();
-        self.tx
+        let result = match self
+            .tx
             .send(writer::Command::Submit(Box::new(submission), reply))
             .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        {
+            Ok(()) => rx.await.unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        count(&channel, &kind, std::slice::from_ref(&result));
+        result
     }
 
     /// Records delivery outcomes for outbox rows (one transaction for the lot).
@@ -308,12 +325,27 @@ impl Store {
         items: Vec<Submission>,
         cursor: feeds::FeedCursor,
     ) -> Result<Vec<Receipt>, StoreError> {
+        let labels = items.first().map(|i| (i.channel.clone(), i.kind.clone()));
         let (reply, rx) = oneshot::channel();
-        self.tx
+        let result = match self
+            .tx
             .send(writer::Command::Page(items, cursor, reply))
             .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        {
+            Ok(()) => rx.await.unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        if let Some((channel, kind)) = labels {
+            match &result {
+                Ok(receipts) => {
+                    let each: Vec<Result<Receipt, StoreError>> =
+                        receipts.iter().cloned().map(Ok).collect();
+                    count(&channel, &kind, &each);
+                }
+                Err(_) => crate::metrics::get().channel_error(&channel),
+            }
+        }
+        result
     }
 
     /// Records what became of acknowledgements (one transaction for the lot).

@@ -68,7 +68,12 @@ pub fn run(
         let size = batch.len();
         let started = std::time::Instant::now();
         let added_outbox = apply(&mut conn, &settings, batch);
-        tracing::trace!(size, elapsed = ?started.elapsed(), "Committed a batch.");
+        let elapsed = started.elapsed();
+        tracing::trace!(size, elapsed = ?elapsed, "Committed a batch.");
+        let m = crate::metrics::get();
+        m.commit_seconds.observe(elapsed.as_secs_f64());
+        m.commit_size.observe(size as f64);
+        m.writer_queue.set(rx.len() as i64);
         if added_outbox {
             outbox_ready.send_modify(|n| *n = n.wrapping_add(1));
         }

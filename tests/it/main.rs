@@ -18,6 +18,7 @@ mod golden;
 mod hostile;
 mod http_stub;
 mod imap;
+mod metrics;
 mod outbox;
 mod rabbit;
 mod schema;

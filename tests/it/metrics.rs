@@ -1,0 +1,81 @@
+//! `/metrics` after a scripted run: what an operator's Prometheus would scrape.
+
+use super::common::{Env, fixture, http_get, message, wait_for};
+use std::time::Duration;
+
+/// The value of one sample line (`name{labels} value`), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn metrics_count_what_each_channel_stored_and_each_sink_delivered() {
+    let env = Env::new("", "");
+    let _daemon = env.start();
+    for n in 0..3 {
+        env.deliver(&format!("m{n}"), &message(n));
+    }
+    for name in ["12-malformed-mime.eml", "13-auto-reply.eml"] {
+        env.deliver(name, &std::fs::read(fixture(name)).unwrap());
+    }
+    assert!(
+        wait_for(Duration::from_secs(30), || env.spool_events().len() == 3
+            && env.count(&env.maildir().join("new"), "") == 0),
+        "{}",
+        env.log()
+    );
+    let mut text = String::new();
+    let delivered = wait_for(Duration::from_secs(10), || {
+        text = http_get(env.port, "/metrics").unwrap_or_default();
+        sample(
+            &text,
+            "phananh_sink_deliveries_total{sink=\"spool\",outcome=\"delivered\"}",
+        ) == Some(3.0)
+    });
+    assert!(delivered, "{text}");
+    assert!(
+        text.starts_with("HTTP/1.1 200")
+            && text.contains("content-type: application/openmetrics-text"),
+        "{text}"
+    );
+    let items = |outcome: &str| {
+        sample(
+            &text,
+            &format!(
+                "phananh_channel_items_total{{channel=\"mail\",kind=\"maildir\",outcome=\"{outcome}\"}}"
+            ),
+        )
+    };
+    assert_eq!(items("created"), Some(3.0), "{text}");
+    assert_eq!(items("quarantined"), Some(1.0), "{text}");
+    assert_eq!(items("automated"), Some(1.0), "{text}");
+    let last = sample(
+        &text,
+        "phananh_channel_last_item_timestamp_seconds{channel=\"mail\"}",
+    )
+    .unwrap();
+    assert!((chrono::Utc::now().timestamp() as f64 - last).abs() < 120.0);
+    assert_eq!(
+        sample(
+            &text,
+            "phananh_sink_outbox_events{sink=\"spool\",state=\"pending\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "phananh_sink_delivery_latency_seconds_count{sink=\"spool\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(sample(&text, "phananh_writer_commit_seconds_count").unwrap() >= 5.0);
+    assert!(text.contains("phananh_writer_queue_depth"));
+    // Bounded labels only: no address, name or id of anyone.
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(!body.contains('@'), "{body}");
+}
