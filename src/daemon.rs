@@ -171,6 +171,14 @@ fn start_channel(
             cancel.clone(),
         ));
     }
+    if let Some(after) = ch.quiet_after() {
+        tracker.spawn(channels::quiet::watch(
+            ch.name.clone(),
+            after,
+            intake.clone(),
+            cancel.clone(),
+        ));
+    }
     running.insert(ch.name.clone(), Running { config: ch, cancel });
 }
 

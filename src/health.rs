@@ -23,6 +23,9 @@ pub struct ChannelHealth {
     pub since: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Set while the channel has had no item for its `quiet_after`: since when it is quiet.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quiet_since: Option<String>,
 }
 
 /// A sink's state and its outbox, as its forwarder last saw them.
@@ -56,14 +59,30 @@ impl Health {
             h.error = error;
             return;
         }
+        let quiet_since = map.get(channel).and_then(|h| h.quiet_since.clone());
         map.insert(
             channel.to_string(),
             ChannelHealth {
                 state,
                 since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                 error,
+                quiet_since,
             },
         );
+    }
+
+    /// Marks a channel quiet (or not); returns whether that changed.
+    pub fn set_quiet(&self, channel: &str, quiet: bool) -> bool {
+        let mut map = self.0.write().expect("health lock");
+        let Some(h) = map.get_mut(channel) else {
+            return false;
+        };
+        if h.quiet_since.is_some() == quiet {
+            return false;
+        }
+        h.quiet_since =
+            quiet.then(|| chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        true
     }
 
     pub fn remove(&self, channel: &str) {

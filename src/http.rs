@@ -34,14 +34,16 @@ async fn metrics() -> impl axum::response::IntoResponse {
 }
 
 /// 200 while no channel or sink needs the operator, 503 when one does, so a monitor can page someone.
-/// `status` is `degraded` while a channel or a sink reconnects on its own, or a sink holds dead
-/// events (they wait for `phananh outbox retry`).
+/// `status` is `degraded` while a channel or a sink reconnects on its own, a channel is quiet, or
+/// a sink holds dead events (they wait for `phananh outbox retry`).
 async fn readyz(Extract(health): Extract<Health>) -> (StatusCode, Json<serde_json::Value>) {
     let channels = health.snapshot();
     let sinks = health.sinks();
     let needs_operator = channels.values().any(|c| c.state == State::NeedsOperator)
         || sinks.values().any(|s| s.state == State::NeedsOperator);
-    let all_running = channels.values().all(|c| c.state == State::Running)
+    let all_running = channels
+        .values()
+        .all(|c| c.state == State::Running && c.quiet_since.is_none())
         && sinks
             .values()
             .all(|s| s.state == State::Running && s.dead == 0);

@@ -183,6 +183,16 @@ impl Metrics {
             .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     }
 
+    /// When the channel last stored an item in this process (epoch ms).
+    pub fn last_item_ms(&self, channel: &str) -> Option<i64> {
+        let label = ChannelLabel {
+            channel: channel.to_string(),
+        };
+        // Read without creating the series: a channel that stored nothing has none.
+        let seconds = self.last_item.get(&label)?.get();
+        Some((seconds * 1000.0) as i64)
+    }
+
     pub fn channel_error(&self, channel: &str) {
         self.channel_errors
             .get_or_create(&ChannelLabel {

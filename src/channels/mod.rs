@@ -6,6 +6,7 @@ pub mod facebook;
 pub mod feed;
 pub mod imap;
 pub mod maildir;
+pub mod quiet;
 
 use crate::config::{ChannelConfig, ChannelKind, ChannelSettings};
 use crate::intake::Intake;

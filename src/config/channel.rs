@@ -65,6 +65,16 @@ impl ChannelConfig {
         }
     }
 
+    /// How long without an item before the channel is reported quiet.
+    pub fn quiet_after(&self) -> Option<std::time::Duration> {
+        match &self.settings {
+            ChannelSettings::Maildir(m) => m.quiet_after,
+            ChannelSettings::Imap(m) => m.quiet_after,
+            ChannelSettings::Facebook(m) => m.quiet_after,
+            ChannelSettings::Feed(m) => m.quiet_after,
+        }
+    }
+
     /// The channel's acknowledgement settings, when it answers new reports by mail.
     pub fn ack(&self) -> Option<&super::AckConfig> {
         match &self.settings {
@@ -126,6 +136,10 @@ impl<'de> Deserialize<'de> for AfterIngest {
 #[serde(deny_unknown_fields)]
 pub struct MaildirConfig {
     pub kind: String,
+    /// With no item for this long, the channel shows as quiet (degraded) in health and a WARN
+    /// is logged: a mailbox that moved, a webhook no longer subscribed, a feed that stopped.
+    #[serde(default, deserialize_with = "super::units::opt_duration")]
+    pub quiet_after: Option<std::time::Duration>,
     /// The Maildir root (holding new/, cur/, tmp/). Relative to this file's folder.
     pub path: PathBuf,
     #[serde(default = "default_after_ingest")]
@@ -239,6 +253,10 @@ impl<'de> Deserialize<'de> for ImapAfter {
 #[serde(deny_unknown_fields)]
 pub struct ImapConfig {
     pub kind: String,
+    /// With no item for this long, the channel shows as quiet (degraded) in health and a WARN
+    /// is logged: a mailbox that moved, a webhook no longer subscribed, a feed that stopped.
+    #[serde(default, deserialize_with = "super::units::opt_duration")]
+    pub quiet_after: Option<std::time::Duration>,
     pub host: String,
     /// Defaults to 993 for `tls = "implicit"`, 143 otherwise.
     pub port: Option<u16>,

@@ -23,6 +23,10 @@ pub enum FeedMode {
 #[serde(deny_unknown_fields)]
 pub struct FacebookConfig {
     pub kind: String,
+    /// With no item for this long, the channel shows as quiet (degraded) in health and a WARN
+    /// is logged: a mailbox that moved, a webhook no longer subscribed, a feed that stopped.
+    #[serde(default, deserialize_with = "super::units::opt_duration")]
+    pub quiet_after: Option<std::time::Duration>,
     /// The page's numeric id; events for other pages are refused.
     pub page_id: String,
     /// The app secret that signs every POST (`X-Hub-Signature-256`). The file may hold two lines

@@ -117,6 +117,10 @@ impl JsonMapping {
 #[serde(deny_unknown_fields)]
 pub struct FeedConfig {
     pub kind: String,
+    /// With no item for this long, the channel shows as quiet (degraded) in health and a WARN
+    /// is logged: a mailbox that moved, a webhook no longer subscribed, a feed that stopped.
+    #[serde(default, deserialize_with = "super::units::opt_duration")]
+    pub quiet_after: Option<std::time::Duration>,
     /// Open311: the `requests.json` URL (with `jurisdiction_id` in it when the server needs one).
     pub url: String,
     pub format: FeedFormat,

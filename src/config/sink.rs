@@ -102,7 +102,7 @@ pub struct SinkConfig {
     /// http: the header carrying `sha256=<hex>` of the body.
     pub signature_header: Option<String>,
     /// http: one request's limit, connection included.
-    #[serde(default, deserialize_with = "opt_duration")]
+    #[serde(default, deserialize_with = "units::opt_duration")]
     pub timeout: Option<Duration>,
     /// amqps and https: PEM certificates of a private CA to trust beside the public roots.
     pub ca_file: Option<PathBuf>,
@@ -128,10 +128,6 @@ pub struct SinkConfig {
 
 fn opt_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     units::size(d).map(Some)
-}
-
-fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    units::duration(d).map(Some)
 }
 
 /// The AMQP settings with their defaults, once validated.

@@ -286,6 +286,20 @@ pub fn count(conn: &Connection, sql: &str) -> Result<i64, StoreError> {
     Ok(conn.query_row(sql, [], |r| r.get(0))?)
 }
 
+/// When the channel's newest inbox item was received (epoch ms), if it ever had one.
+pub fn last_received_ms(conn: &Connection, channel: &str) -> Result<Option<i64>, StoreError> {
+    let at: Option<String> = conn
+        .query_row(
+            "SELECT received_at FROM inbox WHERE channel = ?1 ORDER BY id DESC LIMIT 1",
+            [channel],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(at
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok())
+        .map(|t| t.timestamp_millis()))
+}
+
 /// An IMAP channel's stored position in a mailbox: (uidvalidity, last_uid).
 pub fn imap_cursor(
     conn: &Connection,

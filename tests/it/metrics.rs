@@ -79,3 +79,30 @@ fn metrics_count_what_each_channel_stored_and_each_sink_delivered() {
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
     assert!(!body.contains('@'), "{body}");
 }
+
+#[test]
+fn a_quiet_channel_shows_as_degraded_until_mail_arrives() {
+    let env = Env::new("", "quiet_after = \"1s\"");
+    let _daemon = env.start();
+    let quiet = |env: &Env| {
+        http_get(env.port, "/readyz")
+            .is_some_and(|r| r.contains("\"status\":\"degraded\"") && r.contains("\"quiet_since\""))
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || quiet(&env)),
+        "{:?}\n{}",
+        http_get(env.port, "/readyz"),
+        env.log()
+    );
+    assert!(env.log().contains("Channel is quiet"), "{}", env.log());
+    env.deliver("m1", &message(1));
+    assert!(
+        wait_for(Duration::from_secs(10), || http_get(env.port, "/readyz")
+            .is_some_and(|r| r.contains("\"status\":\"ok\""))),
+        "{:?}",
+        http_get(env.port, "/readyz")
+    );
+    assert!(env.log().contains("Channel is receiving again"));
+    // Silence again, and it says so again.
+    assert!(wait_for(Duration::from_secs(10), || quiet(&env)));
+}
