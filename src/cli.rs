@@ -23,6 +23,13 @@ pub enum Command {
     /// Run the daemon: channels, store, forwarders, HTTP server.
     #[command(after_help = "Example:\n  phananh run --config /etc/phananh/phananh.toml")]
     Run,
+    /// The picture at a glance: each channel's and sink's state (from the running daemon) and
+    /// what the database holds. Exit 1 when the daemon does not answer ready.
+    #[command(after_help = "Examples:\n  phananh status\n  phananh status --json")]
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate everything the daemon would load; one ✓/✗ line per file. Exit 1 on any error.
     #[command(after_help = "Example:\n  phananh check --config config/quickstart.toml")]
     Check,

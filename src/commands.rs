@@ -23,6 +23,7 @@ pub fn main(cli: Cli) -> ExitCode {
     crate::logging::init(default_level);
     let result = match cli.command {
         Command::Check => Ok(check(&path)),
+        Command::Status { json } => load(&path).and_then(|c| crate::status::run(&c, json)),
         Command::Run => runtime()
             .and_then(|rt| rt.block_on(crate::daemon::run(&path)))
             .map(|()| true),

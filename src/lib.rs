@@ -19,5 +19,6 @@ pub mod media;
 pub mod metrics;
 pub mod pipeline;
 pub mod report;
+pub mod status;
 pub mod store;
 pub mod tracking;

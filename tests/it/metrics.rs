@@ -106,3 +106,51 @@ fn a_quiet_channel_shows_as_degraded_until_mail_arrives() {
     // Silence again, and it says so again.
     assert!(wait_for(Duration::from_secs(10), || quiet(&env)));
 }
+
+#[test]
+fn status_shows_the_daemon_channels_sinks_and_store_without_personal_data() {
+    let env = Env::new("", "");
+    env.ingest_fixture("01-utf8-nfc.eml");
+    env.cli_ok(&[
+        "ingest",
+        "--channel",
+        "mail",
+        fixture("12-malformed-mime.eml").to_str().unwrap(),
+    ]);
+    let out = env.cli(&["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "no daemon: not ready\n{text}");
+    assert!(text.contains("not running"), "{text}");
+    assert!(
+        text.contains("store: 1 reports, 1 items quarantined"),
+        "{text}"
+    );
+
+    let _daemon = env.start();
+    assert!(wait_for(Duration::from_secs(10), || env
+        .cli(&["status"])
+        .status
+        .success()));
+    let text = env.cli_ok(&["status"]);
+    assert!(text.contains(": ok"), "{text}");
+    let mail = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("mail "))
+        .unwrap();
+    assert!(
+        mail.contains("running") && mail.contains("reports in 24 h: 1"),
+        "{mail}"
+    );
+    let spool = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("spool "))
+        .unwrap();
+    assert!(
+        spool.contains("pending 0") && spool.contains("dead 0"),
+        "{spool}"
+    );
+    assert!(!text.contains('@'), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&env.cli_ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["daemon"]["http_status"], 200);
+    assert_eq!(json["store"]["reports"], 1);
+}
