@@ -41,14 +41,13 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.daemon.listen))?;
 
-    let forward_cancel = CancellationToken::new();
-    let forwarders = TaskTracker::new();
-    for f in
-        Forwarder::all(&config, &store, intake.health()).context("cannot start the forwarders")?
-    {
-        tracing::info!(sink = %f.name(), "Forwarder started.");
-        forwarders.spawn(f.run(forward_cancel.clone()));
-    }
+    let mut forward_cancel = CancellationToken::new();
+    let mut forwarders = TaskTracker::new();
+    start_forwarders(
+        Forwarder::all(&config, &store, intake.health()).context("cannot start the forwarders")?,
+        &forwarders,
+        &forward_cancel,
+    );
 
     let http_cancel = CancellationToken::new();
     let http = tokio::spawn(crate::http::serve(
@@ -96,7 +95,35 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
             _ = int.recv() => break,
             _ = hup.recv() => {
                 notify(&[NotifyState::Reloading, NotifyState::monotonic_usec_now().unwrap_or(NotifyState::Status("Reloading."))]);
+                let before = current.daemon.clone();
                 current = reload(current, config_path, &mut running, &channels_tracker, &intake).await;
+                if current.daemon.sinks != before.sinks || current.daemon.forward != before.forward {
+                    match Forwarder::all(&current, &store, intake.health()) {
+                        Ok(next) => {
+                            // New events are routed to the new sinks first; then the old workers
+                            // finish their current delivery and the new ones take over.
+                            store.set_sink_routes(StoreSettings::from_config(&current).sinks);
+                            forward_cancel.cancel();
+                            forwarders.close();
+                            if tokio::time::timeout(DRAIN_TIMEOUT, forwarders.wait()).await.is_err() {
+                                tracing::warn!("Forwarders did not stop in time for the reload.");
+                            }
+                            for gone in before.sinks.keys().filter(|k| !current.daemon.sinks.contains_key(*k)) {
+                                intake.health().remove_sink(gone);
+                                tracing::info!(sink = %gone, "Sink removed; its undelivered events stay in the outbox.");
+                            }
+                            forward_cancel = CancellationToken::new();
+                            forwarders = TaskTracker::new();
+                            start_forwarders(next, &forwarders, &forward_cancel);
+                            tracing::info!(sinks = current.daemon.sinks.len(), "Sinks reloaded.");
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Sinks not reloaded; the running sinks stay.");
+                            current.daemon.sinks = before.sinks;
+                            current.daemon.forward = before.forward;
+                        }
+                    }
+                }
                 notify(&[NotifyState::Ready, NotifyState::Status(&format!("Running {} channels.", running.len()))]);
             }
         }
@@ -199,10 +226,16 @@ async fn reload(
             return current;
         }
     };
-    if new.daemon != current.daemon {
-        tracing::warn!(file = %path.display(), "Changes to phananh.toml itself take effect at the next restart; channel changes are applied now.");
+    let sinks_and_forward = |d: &crate::config::DaemonConfig| crate::config::DaemonConfig {
+        sinks: Default::default(),
+        forward: Default::default(),
+        ..d.clone()
+    };
+    if sinks_and_forward(&new.daemon) != sinks_and_forward(&current.daemon) {
+        tracing::warn!(file = %path.display(), "Changes to phananh.toml other than [sinks] and [forward] take effect at the next restart; channel and sink changes are applied now.");
     }
-    // The daemon file waits for a restart, but own addresses follow the channels' `[ack] from`.
+    // The rest of the daemon file waits for a restart; own addresses follow the channels'
+    // `[ack] from`.
     let next = Config {
         channels: new.channels.clone(),
         ..current.clone()
@@ -237,9 +270,20 @@ async fn reload(
     }
     added -= changed.min(added);
     tracing::info!(added, removed, changed, "Configuration reloaded.");
+    let mut daemon = current.daemon.clone();
+    daemon.sinks = new.daemon.sinks;
+    daemon.forward = new.daemon.forward;
     Config {
         channels: new.channels,
+        daemon,
         ..current
+    }
+}
+
+fn start_forwarders(list: Vec<Forwarder>, tracker: &TaskTracker, cancel: &CancellationToken) {
+    for f in list {
+        tracing::info!(sink = %f.name(), "Forwarder started.");
+        tracker.spawn(f.run(cancel.clone()));
     }
 }
 

@@ -114,6 +114,10 @@ impl Health {
         );
     }
 
+    pub fn remove_sink(&self, sink: &str) {
+        self.1.write().expect("health lock").remove(sink);
+    }
+
     pub fn sinks(&self) -> BTreeMap<String, SinkHealth> {
         self.1.read().expect("health lock").clone()
     }

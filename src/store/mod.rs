@@ -55,8 +55,9 @@ pub struct StoreSettings {
     pub similar: crate::pipeline::similar::Policy,
     /// How long a bounced acknowledgement stops mail to its address.
     pub bounce_suppress_for: Duration,
-    /// Each sink gets an outbox row for every event its routing takes.
-    pub sinks: Vec<SinkRoute>,
+    /// Each sink gets an outbox row for every event its routing takes. Shared with the `Store`
+    /// handle, so a reload can change the sinks without restarting the writer.
+    pub sinks: SinkRoutes,
     /// category code → unit, for routing.
     pub units: Vec<(String, Option<String>)>,
 }
@@ -89,7 +90,8 @@ impl StoreSettings {
                     categories: s.categories.clone(),
                     units: s.routed_units(),
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             units: c
                 .daemon
                 .categories
@@ -97,6 +99,33 @@ impl StoreSettings {
                 .map(|c| (c.code.clone(), c.unit.clone()))
                 .collect(),
         }
+    }
+}
+
+/// The sinks' routes, as the writer reads them for each event.
+#[derive(Debug, Clone, Default)]
+pub struct SinkRoutes(Arc<std::sync::RwLock<Vec<SinkRoute>>>);
+
+impl From<Vec<SinkRoute>> for SinkRoutes {
+    fn from(v: Vec<SinkRoute>) -> Self {
+        Self(Arc::new(std::sync::RwLock::new(v)))
+    }
+}
+
+impl SinkRoutes {
+    /// The routes that take `event`, by sink name.
+    pub fn taking(&self, event: &crate::report::Event) -> Vec<String> {
+        self.0
+            .read()
+            .expect("routes lock")
+            .iter()
+            .filter(|s| s.takes(event))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    pub fn replace(&self, routes: Vec<SinkRoute>) {
+        *self.0.write().expect("routes lock") = routes;
     }
 }
 
@@ -245,6 +274,7 @@ fn count(channel: &str, kind: &str, results: &[Result<Receipt, StoreError>]) {
 pub struct Store {
     tx: mpsc::Sender<writer::Command>,
     db_path: PathBuf,
+    routes: SinkRoutes,
     outbox_ready: watch::Sender<u64>,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -257,6 +287,7 @@ impl Store {
         let (tx, rx) = mpsc::channel(settings.queue_capacity);
         let (outbox_ready, _) = watch::channel(0u64);
         let db_path = settings.db_path.clone();
+        let routes = settings.sinks.clone();
         let notify = outbox_ready.clone();
         let thread = std::thread::Builder::new()
             .name("phananh-writer".into())
@@ -268,9 +299,16 @@ impl Store {
         Ok(Store {
             tx,
             db_path,
+            routes,
             outbox_ready,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
+    }
+
+    /// Routes events stored from now on to these sinks (a reload changed them).
+    pub fn set_sink_routes(&self, routes: SinkRoutes) {
+        self.routes
+            .replace(routes.0.read().expect("routes lock").clone());
     }
 
     /// Commits one item and returns its receipt. Waits when the writer's queue is full.

@@ -987,12 +987,12 @@ fn enqueue(
         "INSERT INTO outbox (event_id, event_type, report_id, sink, payload, next_attempt_ms, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    for sink in settings.sinks.iter().filter(|s| s.takes(event)) {
+    for sink in settings.sinks.taking(event) {
         insert.execute(params![
             event.event_id,
             event.event.as_str(),
             event.report.id,
-            sink.name,
+            sink,
             json,
             now.timestamp_millis(),
             stamp

@@ -25,7 +25,7 @@ fn settings(dir: &std::path::Path) -> StoreSettings {
             score: 0.3,
         },
         bounce_suppress_for: std::time::Duration::from_secs(3600),
-        sinks: vec![crate::store::SinkRoute::all("spool")],
+        sinks: vec![crate::store::SinkRoute::all("spool")].into(),
         units: vec![],
     }
 }

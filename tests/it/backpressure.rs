@@ -50,7 +50,7 @@ async fn a_blocked_writer_holds_intake_at_the_queue_capacity() {
             score: 0.3,
         },
         bounce_suppress_for: Duration::from_secs(3600),
-        sinks: vec![phananh::store::SinkRoute::all("spool")],
+        sinks: vec![phananh::store::SinkRoute::all("spool")].into(),
         units: vec![],
     })
     .unwrap();

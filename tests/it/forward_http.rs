@@ -357,3 +357,81 @@ fn a_hanging_receiver_costs_one_timeout_per_round_and_everything_goes_through_af
         env.log()
     );
 }
+
+#[test]
+fn a_reload_adds_and_removes_sinks_while_mail_flows_and_a_bad_one_changes_nothing() {
+    let env = Env::new("", "");
+    let daemon = env.start();
+    for n in 0..5 {
+        env.deliver(&format!("a{n}"), &message(n));
+    }
+    assert!(wait_for(Duration::from_secs(20), || env
+        .spool_events()
+        .len()
+        == 5));
+    let base = std::fs::read_to_string(&env.config).unwrap();
+    std::fs::write(
+        &env.config,
+        format!(
+            "{base}\n[sinks.spool]\nkind = \"spool\"\ndir = \"spool\"\n\
+             [sinks.copy]\nkind = \"spool\"\ndir = \"copy\"\ncontact = \"none\"\n"
+        ),
+    )
+    .unwrap();
+    super::common::signal(&daemon, libc::SIGHUP);
+    assert!(
+        wait_for(Duration::from_secs(10), || env
+            .log()
+            .contains("Sinks reloaded.")),
+        "{}",
+        env.log()
+    );
+    for n in 5..10 {
+        env.deliver(&format!("a{n}"), &message(n));
+    }
+    let copy = env.path("state/copy");
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 10
+            && env.count(&copy, ".json") == 5),
+        "{}",
+        env.log()
+    );
+
+    // A sink file with a mistake: refused, the running sinks go on.
+    std::fs::write(
+        &env.config,
+        format!("{base}\n[sinks.spool]\nkind = \"spool\"\ndir = \"spool\"\n[sinks.ops]\nkind = \"amqp\"\n"),
+    )
+    .unwrap();
+    super::common::signal(&daemon, libc::SIGHUP);
+    assert!(wait_for(Duration::from_secs(10), || env
+        .log()
+        .contains("Reload refused")));
+    env.deliver("a10", &message(10));
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 11
+            && env.count(&copy, ".json") == 6),
+        "{}",
+        env.log()
+    );
+
+    // Removing `copy`: new events go to the spool only.
+    std::fs::write(
+        &env.config,
+        format!("{base}\n[sinks.spool]\nkind = \"spool\"\ndir = \"spool\"\n"),
+    )
+    .unwrap();
+    super::common::signal(&daemon, libc::SIGHUP);
+    assert!(wait_for(Duration::from_secs(10), || env
+        .log()
+        .matches("Sinks reloaded.")
+        .count()
+        == 2));
+    env.deliver("a11", &message(11));
+    assert!(wait_for(Duration::from_secs(20), || env
+        .spool_events()
+        .len()
+        == 12));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.count(&copy, ".json"), 6);
+}
