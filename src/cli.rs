@@ -30,6 +30,15 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Retention: anonymise everything received more than DURATION ago. Reports stay (incident,
+    /// place, photos) without their reporter; raw items are emptied; reporters with no newer
+    /// report are deleted. It cannot be undone; back the database up first.
+    #[command(after_help = "Example:\n  phananh purge --older-than 365d")]
+    Purge {
+        /// e.g. "365d", "18months"
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: std::time::Duration,
+    },
     /// Validate everything the daemon would load; one ✓/✗ line per file. Exit 1 on any error.
     #[command(after_help = "Example:\n  phananh check --config config/quickstart.toml")]
     Check,

@@ -24,6 +24,7 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check => Ok(check(&path)),
         Command::Status { json } => load(&path).and_then(|c| crate::status::run(&c, json)),
+        Command::Purge { older_than } => purge(&path, older_than).map(|()| true),
         Command::Run => runtime()
             .and_then(|rt| rt.block_on(crate::daemon::run(&path)))
             .map(|()| true),
@@ -647,6 +648,28 @@ fn outbox(path: &Path, cmd: OutboxCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn purge(path: &Path, older_than: std::time::Duration) -> anyhow::Result<()> {
+    let config = load(path)?;
+    runtime()?.block_on(async {
+        crate::store::create_private_dir(&config.daemon.state_dir)?;
+        let store = Store::open(StoreSettings::from_config(&config))?;
+        let p = store.purge(older_than).await?;
+        store.close().await;
+        println!(
+            "Purged what was received more than {} ago: {} reports anonymised, {} raw items emptied, {} reporters deleted, {} Messenger fragments deleted.",
+            humantime::format_duration(older_than),
+            p.reports,
+            p.raw_items,
+            p.reporters,
+            p.fragments
+        );
+        println!(
+            "The space is reused by new data; `sqlite3 phananh.db 'VACUUM'` (daemon stopped) returns it to the disk."
+        );
+        anyhow::Ok(())
+    })
 }
 
 fn outbox_json(r: &queries::OutboxRow) -> serde_json::Value {

@@ -5,6 +5,7 @@ pub mod acks;
 pub mod conversations;
 pub mod feeds;
 mod photos;
+pub mod purge;
 pub mod queries;
 mod schema;
 pub mod similar;
@@ -305,6 +306,21 @@ impl Store {
         })
     }
 
+    /// Anonymises everything received more than `older_than` ago (see `purge`).
+    pub async fn purge(&self, older_than: Duration) -> Result<purge::Purged, StoreError> {
+        let cutoff = chrono::Utc::now()
+            - chrono::Duration::from_std(older_than)
+                .map_err(|_| StoreError::Invalid("retention too long".into()))?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(writer::Command::Purge(cutoff.timestamp_millis(), reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        Ok(purge::Purged::from_vec(
+            &rx.await.map_err(|_| StoreError::Closed)??,
+        ))
+    }
+
     /// Routes events stored from now on to these sinks (a reload changed them).
     pub fn set_sink_routes(&self, routes: SinkRoutes) {
         self.routes
@@ -479,6 +495,10 @@ fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
     // 16 MiB of page cache (the default is 2): a feed page of 500 reports dirties more pages than
     // 2 MiB holds, and each spill is written to the WAL mid-transaction and read back.
     conn.pragma_update(None, "cache_size", -16384)?;
+    // Deleted or overwritten content is zeroed, not left in free pages: what `phananh purge`
+    // removes is gone from the file too. Few pages are ever freed here (the store mostly inserts),
+    // so it costs little.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     Ok(conn)
 }
 

@@ -246,6 +246,13 @@ pub fn migrations() -> Migrations<'static> {
             CREATE INDEX inbox_email_external ON inbox (external_id) WHERE kind IN ('maildir', 'imap');
             "#,
         ),
+        // `phananh purge`: when a report was anonymised and an item's raw bytes removed.
+        M::up(
+            r#"
+            ALTER TABLE reports ADD COLUMN purged_at TEXT;
+            ALTER TABLE inbox ADD COLUMN purged_at TEXT;
+            "#,
+        ),
     ])
 }
 

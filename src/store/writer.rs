@@ -18,6 +18,8 @@ pub enum Command {
     Acks(Vec<(i64, super::acks::AckUpdate)>, Reply<()>),
     /// Marks acknowledgements `sending` (with their Message-IDs); answers the ids it claimed.
     ClaimAcks(Vec<(i64, String)>, Reply<Vec<i64>>),
+    /// Retention: anonymise what was received before the cutoff (epoch ms).
+    Purge(i64, Reply<Vec<i64>>),
     /// A feed page: its items and the feed's position, all or nothing.
     Page(
         Vec<Submission>,
@@ -138,6 +140,14 @@ fn execute(
             Done::Receipts(page(conn, settings, items, cursor, isolate_items, now))
         }
         Command::Requeue(ids, _) => Done::Count(requeue(conn, ids.as_deref(), now)),
+        Command::Purge(cutoff_ms, _) => Done::Ids(
+            super::purge::purge(
+                conn,
+                *cutoff_ms,
+                &rfc3339(now.with_timezone(&settings.tz).fixed_offset()),
+            )
+            .map(super::purge::Purged::to_vec),
+        ),
     }
 }
 
@@ -151,7 +161,7 @@ fn pair(cmd: Command, done: Done) -> Option<Pending> {
             Done::Unit(x),
         ) => Pending::Deliveries(r, x),
         (Command::Requeue(_, r), Done::Count(x)) => Pending::Requeue(r, x),
-        (Command::ClaimAcks(_, r), Done::Ids(x)) => Pending::Claim(r, x),
+        (Command::ClaimAcks(_, r) | Command::Purge(_, r), Done::Ids(x)) => Pending::Claim(r, x),
         (Command::Page(_, _, r), Done::Receipts(x)) => Pending::Page(r, x),
         (cmd, _) => {
             fail(cmd, "internal: a command's result of another kind");
@@ -318,7 +328,7 @@ fn fail(cmd: Command, msg: &str) {
         Command::Requeue(_, r) => drop(r.send(Err(err()))),
         Command::Cursor(_, r) => drop(r.send(Err(err()))),
         Command::Acks(_, r) => drop(r.send(Err(err()))),
-        Command::ClaimAcks(_, r) => drop(r.send(Err(err()))),
+        Command::ClaimAcks(_, r) | Command::Purge(_, r) => drop(r.send(Err(err()))),
         Command::Page(_, _, r) => drop(r.send(Err(err()))),
     }
 }

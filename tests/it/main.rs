@@ -20,6 +20,7 @@ mod http_stub;
 mod imap;
 mod metrics;
 mod outbox;
+mod purge;
 mod rabbit;
 mod schema;
 mod smtp_sink;
