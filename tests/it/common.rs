@@ -159,6 +159,64 @@ impl Env {
     }
 }
 
+/// Every test that started a daemon ends with this check of its log: no e-mail address, no
+/// Vietnamese phone number, and none of the fixtures' Messenger ids or names may appear in it. So
+/// the whole suite's scenarios (mail, IMAP, Messenger, feeds, sinks, acknowledgements) prove that
+/// logs carry no personal data, not one test written for it.
+impl Drop for Env {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let log = self.log();
+        if let Some(found) = personal_data_in(&log) {
+            panic!("personal data {found:?} in the daemon log:\n{log}");
+        }
+    }
+}
+
+/// The first piece of personal data in `text`, if any.
+pub fn personal_data_in(text: &str) -> Option<String> {
+    use std::sync::LazyLock;
+    static PATTERNS: LazyLock<Vec<regex::Regex>> = LazyLock::new(|| {
+        [
+            // Any e-mail address: citizens', and ours would not belong in a log line either.
+            r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+\.[A-Za-z0-9.-]+",
+            // Vietnamese numbers as written and as stored (E.164).
+            r"\b0\d{9}\b",
+            r"\b0\d{2,3}[ .]\d{3}[ .]\d{3,4}\b",
+            r"\+84\d{9}",
+        ]
+        .iter()
+        .map(|p| regex::Regex::new(p).unwrap())
+        .collect()
+    });
+    static FIXTURE_IDS: LazyLock<Vec<String>> = LazyLock::new(|| {
+        // Messenger PSIDs and page-scoped ids of the Facebook fixtures, and names in them.
+        let id = regex::Regex::new(r#""id"\s*:\s*"(\d{6,})""#).unwrap();
+        let name = regex::Regex::new(r#""name"\s*:\s*"([^"]{3,})""#).unwrap();
+        let mut out = vec!["Nguyễn Văn An".to_string(), "Hoàng Minh Tuấn".to_string()];
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/facebook");
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            out.extend(id.captures_iter(&text).map(|c| c[1].to_string()));
+            out.extend(name.captures_iter(&text).map(|c| c[1].to_string()));
+        }
+        out.sort();
+        out.dedup();
+        out
+    });
+    for p in PATTERNS.iter() {
+        if let Some(m) = p.find(text) {
+            return Some(m.as_str().to_string());
+        }
+    }
+    FIXTURE_IDS
+        .iter()
+        .find(|n| text.contains(n.as_str()))
+        .cloned()
+}
+
 /// A running daemon, killed on drop.
 pub struct Daemon(pub Child);
 
