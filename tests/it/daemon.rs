@@ -367,3 +367,59 @@ fn hostile_mail_does_not_stop_the_daemon() {
     assert!(quarantined >= 1, "{}", env.log());
     stop(&env, child);
 }
+
+#[test]
+fn reloads_while_mail_flows_lose_nothing_and_store_nothing_twice() {
+    let env = Env::new("", "");
+    let child = env.start();
+    assert!(wait_for(Duration::from_secs(20), || env
+        .log()
+        .contains("phananh is running")));
+    let maildir = env.maildir();
+    let sender = std::thread::spawn(move || {
+        for n in 0..300 {
+            let tmp = maildir.join("tmp").join(format!("f{n}"));
+            std::fs::write(&tmp, message(n)).unwrap();
+            std::fs::rename(&tmp, maildir.join("new").join(format!("f{n}"))).unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    });
+    // Channels added, changed (the `mail` channel itself) and removed under the stream.
+    let mail = std::fs::read_to_string(env.path("channels/mail.toml")).unwrap();
+    for round in 0..3 {
+        std::fs::write(
+            env.path("channels/extra.toml"),
+            "kind = \"maildir\"\npath = \"../Extra\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            env.path("channels/mail.toml"),
+            format!("{mail}\nconcurrency = {}\n", 4 + round),
+        )
+        .unwrap();
+        signal(&child, libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::remove_file(env.path("channels/extra.toml")).unwrap();
+        signal(&child, libc::SIGHUP);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    sender.join().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(60), || env.spool_events().len() == 300
+            && env.count(&env.maildir().join("new"), "") == 0),
+        "{} events\n{}",
+        env.spool_events().len(),
+        env.log()
+    );
+    let db = env.db();
+    let (items, reports): (i64, i64) = db
+        .query_row(
+            "SELECT (SELECT count(*) FROM inbox), (SELECT count(*) FROM reports)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((items, reports), (300, 300), "each message stored once");
+    assert_eq!(env.count(&env.maildir().join("cur"), ""), 300);
+    stop(&env, child);
+}
