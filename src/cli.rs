@@ -39,6 +39,14 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: std::time::Duration,
     },
+    /// A citizen's request to delete their data: anonymise their reports whatever their age,
+    /// empty every raw item from or naming them, delete their Messenger messages and their
+    /// reporter record. Any one identifier matches. It cannot be undone; back the database up
+    /// first. The output gives counts only.
+    #[command(
+        after_help = "Examples:\n  phananh erase --email an.nguyen@example.com\n  phananh erase --phone '0905 123 456' --psid 6123456789012345"
+    )]
+    Erase(EraseArgs),
     /// Validate everything the daemon would load; one ✓/✗ line per file. Exit 1 on any error.
     #[command(after_help = "Example:\n  phananh check --config config/quickstart.toml")]
     Check,
@@ -207,4 +215,26 @@ pub enum OutboxCommand {
         #[arg(long, value_parser = ["pending", "retrying", "dead", "delivered"])]
         state: Option<String>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = true)]
+pub struct EraseArgs {
+    /// The address the citizen wrote from (case does not matter).
+    #[arg(long)]
+    pub email: Option<String>,
+    /// In any usual Vietnamese form ("0905 123 456", "+84905123456"); stored as E.164.
+    #[arg(long, value_parser = e164)]
+    pub phone: Option<String>,
+    /// The Messenger page-scoped id.
+    #[arg(long)]
+    pub psid: Option<String>,
+    /// The portal or app's user id.
+    #[arg(long)]
+    pub app_user: Option<String>,
+}
+
+fn e164(raw: &str) -> Result<String, String> {
+    crate::pipeline::phone::normalize_phone(raw)
+        .ok_or_else(|| "not a phone number phananh would have stored".to_string())
 }

@@ -25,6 +25,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check => Ok(check(&path)),
         Command::Status { json } => load(&path).and_then(|c| crate::status::run(&c, json)),
         Command::Purge { older_than } => purge(&path, older_than).map(|()| true),
+        Command::Erase(args) => erase(&path, args).map(|()| true),
         Command::Run => runtime()
             .and_then(|rt| rt.block_on(crate::daemon::run(&path)))
             .map(|()| true),
@@ -667,6 +668,35 @@ fn purge(path: &Path, older_than: std::time::Duration) -> anyhow::Result<()> {
         );
         println!(
             "The space is reused by new data; `sqlite3 phananh.db 'VACUUM'` (daemon stopped) returns it to the disk."
+        );
+        anyhow::Ok(())
+    })
+}
+
+fn erase(path: &Path, args: crate::cli::EraseArgs) -> anyhow::Result<()> {
+    let who = crate::store::purge::Person {
+        email: args.email.map(|e| e.trim().to_string()),
+        phone: args.phone,
+        facebook_psid: args.psid.map(|p| p.trim().to_string()),
+        app_user_id: args.app_user.map(|u| u.trim().to_string()),
+    };
+    let config = load(path)?;
+    runtime()?.block_on(async {
+        crate::store::create_private_dir(&config.daemon.state_dir)?;
+        let store = Store::open(StoreSettings::from_config(&config))?;
+        let p = store.erase(who).await;
+        store.close().await;
+        let p = p?;
+        if p.reporters == 0 && p.raw_items == 0 && p.fragments == 0 {
+            println!("No stored data matches; nothing was changed.");
+            return anyhow::Ok(());
+        }
+        println!(
+            "Erased: {} reports anonymised, {} raw items emptied, {} reporters deleted, {} Messenger fragments deleted.",
+            p.reports, p.raw_items, p.reporters, p.fragments
+        );
+        println!(
+            "Copies already delivered to sinks are outside phananh: ask each receiving system to delete them."
         );
         anyhow::Ok(())
     })

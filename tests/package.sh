@@ -13,6 +13,8 @@ expect() {
 }
 expect '^-rwxr-xr-x .* \./usr/bin/phananh$' "the binary, executable"
 expect '\./lib/systemd/system/phananh\.service$' "the systemd unit"
+expect '\./lib/systemd/system/phananh-purge\.timer$' "the retention timer"
+expect '\./lib/systemd/system/phananh-purge\.service$' "the retention service"
 expect '^-rw-r----- .* \./etc/phananh/phananh\.toml$' "phananh.toml, not world-readable"
 expect '\./etc/phananh/categories\.toml$' "categories.toml"
 expect '\./etc/phananh/hue/wards\.toml$' "the Huế wards gazetteer"

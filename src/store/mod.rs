@@ -311,9 +311,22 @@ impl Store {
         let cutoff = chrono::Utc::now()
             - chrono::Duration::from_std(older_than)
                 .map_err(|_| StoreError::Invalid("retention too long".into()))?;
+        self.run_purge(purge::Scope::Before(cutoff.timestamp_millis()))
+            .await
+    }
+
+    /// Removes one citizen's personal data, whatever its age (see `purge::erase`).
+    pub async fn erase(&self, who: purge::Person) -> Result<purge::Purged, StoreError> {
+        if who.is_empty() {
+            return Err(StoreError::Invalid("no identifier given".into()));
+        }
+        self.run_purge(purge::Scope::Person(who)).await
+    }
+
+    async fn run_purge(&self, scope: purge::Scope) -> Result<purge::Purged, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(writer::Command::Purge(cutoff.timestamp_millis(), reply))
+            .send(writer::Command::Purge(scope, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
         Ok(purge::Purged::from_vec(

@@ -18,8 +18,8 @@ pub enum Command {
     Acks(Vec<(i64, super::acks::AckUpdate)>, Reply<()>),
     /// Marks acknowledgements `sending` (with their Message-IDs); answers the ids it claimed.
     ClaimAcks(Vec<(i64, String)>, Reply<Vec<i64>>),
-    /// Retention: anonymise what was received before the cutoff (epoch ms).
-    Purge(i64, Reply<Vec<i64>>),
+    /// Retention, or one citizen's erasure: see `purge::Scope`.
+    Purge(super::purge::Scope, Reply<Vec<i64>>),
     /// A feed page: its items and the feed's position, all or nothing.
     Page(
         Vec<Submission>,
@@ -140,10 +140,10 @@ fn execute(
             Done::Receipts(page(conn, settings, items, cursor, isolate_items, now))
         }
         Command::Requeue(ids, _) => Done::Count(requeue(conn, ids.as_deref(), now)),
-        Command::Purge(cutoff_ms, _) => Done::Ids(
-            super::purge::purge(
+        Command::Purge(scope, _) => Done::Ids(
+            super::purge::run(
                 conn,
-                *cutoff_ms,
+                scope,
                 &rfc3339(now.with_timezone(&settings.tz).fixed_offset()),
             )
             .map(super::purge::Purged::to_vec),

@@ -915,3 +915,49 @@ fn the_same_photo_by_mail_and_recompressed_by_facebook_is_one_incident() {
         "both stored"
     );
 }
+
+#[test]
+fn erase_by_psid_removes_the_conversation_an_open_one_included() {
+    let env = env("1s");
+    let d = started(&env);
+    deliver(&env, "01-text.json");
+    deliver(&env, "02-photo.json");
+    assert!(
+        wait_for(Duration::from_secs(20), || env.spool_events().len() == 1),
+        "{}",
+        env.log()
+    );
+    // The same citizen writes again and is mid-conversation when the request comes.
+    deliver(&env, "06-late-photo.json");
+    drop(d);
+    assert!(count(&env, "SELECT count(*) FROM fb_fragments") > 0);
+    let forwarded = env.spool_events().len();
+
+    let out = env.cli_ok(&["erase", "--phone", "0914 222 333"]);
+    assert!(
+        out.contains("1 reports anonymised") && out.contains("1 reporters deleted"),
+        "the PSID is found through the phone: {out}"
+    );
+    assert_eq!(count(&env, "SELECT count(*) FROM fb_fragments"), 0);
+    assert_eq!(
+        count(
+            &env,
+            "SELECT count(*) FROM fb_conversations WHERE psid != '' OR state = 'open'"
+        ),
+        0
+    );
+    assert_eq!(
+        count(&env, "SELECT count(*) FROM inbox WHERE length(raw) > 0"),
+        0
+    );
+    let mut bytes = std::fs::read(env.path("state/phananh.db")).unwrap();
+    bytes.extend(std::fs::read(env.path("state/phananh.db-wal")).unwrap_or_default());
+    assert!(
+        !bytes.windows(PSID.len()).any(|w| w == PSID.as_bytes()),
+        "the PSID is still in the database file"
+    );
+    // Restarted, the daemon assembles nothing from what was erased.
+    let _d = started(&env);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(env.spool_events().len(), forwarded, "{}", env.log());
+}
