@@ -247,28 +247,56 @@ impl Forwarder {
 
     /// Like `pump`, but stops between batches once `cancel` fires, so shutdown is not held up
     /// by a backlog (what is left stays in the outbox for the next start).
+    ///
+    /// Batch k's outcomes are committed while batch k+1 is sent: at most one such transaction is
+    /// outstanding, and its rows are left out of the next read, which cannot see them change yet.
+    /// A later event of the same report still waits (the read sees its predecessor undelivered).
     async fn pump_until(&self, cancel: &CancellationToken) -> Result<Round, StoreError> {
         let mut total = Round::default();
-        loop {
+        let mut recording: Option<Recording> = None;
+        let result = loop {
             if cancel.is_cancelled() {
-                return Ok(total);
+                break Ok(());
             }
-            let rows = self.due().await?;
+            let rows = match self.due(recording.as_ref().map(|r| &r.ids)).await {
+                Ok(rows) => rows,
+                Err(e) => break Err(e),
+            };
             if rows.is_empty() {
-                return Ok(total);
+                // What is being recorded may free later events of the same reports.
+                match recording.take() {
+                    Some(r) => match r.finish().await {
+                        Ok(()) => continue,
+                        Err(e) => break Err(e),
+                    },
+                    None => break Ok(()),
+                }
             }
-            let round = self.deliver_rows(rows, cancel).await?;
+            let (round, outcomes) = self.deliver_rows(rows, cancel).await;
+            if let Some(previous) = recording.take()
+                && let Err(e) = previous.finish().await
+            {
+                break Err(e);
+            }
+            if !outcomes.is_empty() {
+                recording = Some(Recording::start(&self.store, outcomes));
+            }
             total.delivered += round.delivered;
             total.changed += round.changed;
             if round.unavailable.is_some() {
                 total.unavailable = round.unavailable;
                 total.refused = round.refused;
-                return Ok(total);
+                break Ok(());
             }
             if round.delivered == 0 {
-                return Ok(total);
+                break Ok(());
             }
-        }
+        };
+        let last = match recording {
+            Some(r) => r.finish().await,
+            None => Ok(()),
+        };
+        result.and(last).map(|()| total)
     }
 
     /// Runs until cancelled, waking on new outbox rows or when a retry falls due. A delivery in
@@ -365,27 +393,42 @@ impl Forwarder {
         )
     }
 
-    async fn due(&self) -> Result<Vec<OutboxRow>, StoreError> {
+    /// The next batch due, leaving out rows whose outcome is being committed.
+    async fn due(
+        &self,
+        recording: Option<&std::collections::HashSet<i64>>,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let reader = self.reader.clone();
         let sink = self.name.clone();
         let limit = self.batch;
+        let skip = recording.cloned().unwrap_or_default();
         tokio::task::spawn_blocking(move || {
             let conn = reader.lock().expect("reader lock");
-            queries::due_outbox(&conn, &sink, chrono::Utc::now().timestamp_millis(), limit)
+            // Rows in `skip` are among the lowest ids still due, so this many more suffice.
+            let mut rows = queries::due_outbox(
+                &conn,
+                &sink,
+                chrono::Utc::now().timestamp_millis(),
+                limit + skip.len(),
+            )?;
+            rows.retain(|r| !skip.contains(&r.id));
+            rows.truncate(limit);
+            Ok(rows)
         })
         .await
         .map_err(|e| StoreError::Invalid(format!("outbox reader stopped: {e}")))?
     }
 
+    /// Sends one batch; answers what happened and the outcomes to record.
     async fn deliver_rows(
         &self,
         rows: Vec<OutboxRow>,
         cancel: &CancellationToken,
-    ) -> Result<Round, StoreError> {
+    ) -> (Round, Vec<(i64, Delivery)>) {
         if let Some(limiter) = &self.limiter {
             let n = NonZeroU32::new(rows.len() as u32).expect("rows is not empty");
             tokio::select! {
-                _ = cancel.cancelled() => return Ok(Round::default()),
+                _ = cancel.cancelled() => return (Round::default(), Vec::new()),
                 r = limiter.until_n_ready(n) => {
                     r.expect("the batch is capped at the limiter's burst");
                 }
@@ -492,10 +535,28 @@ impl Forwarder {
             let m = crate::metrics::get();
             m.unreachable.get_or_create(&m.sink(&self.name)).inc();
         }
-        if !outcomes.is_empty() {
-            self.store.record_deliveries(outcomes).await?;
-        }
-        Ok(round)
+        (round, outcomes)
+    }
+}
+
+/// One batch's outcomes being committed by the writer.
+struct Recording {
+    ids: std::collections::HashSet<i64>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+impl Recording {
+    fn start(store: &Store, outcomes: Vec<(i64, Delivery)>) -> Self {
+        let ids = outcomes.iter().map(|(id, _)| *id).collect();
+        let store = store.clone();
+        let task = tokio::spawn(async move { store.record_deliveries(outcomes).await });
+        Self { ids, task }
+    }
+
+    async fn finish(self) -> Result<(), StoreError> {
+        self.task
+            .await
+            .map_err(|e| StoreError::Invalid(format!("recording deliveries stopped: {e}")))?
     }
 }
 

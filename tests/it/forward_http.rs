@@ -435,3 +435,36 @@ fn a_reload_adds_and_removes_sinks_while_mail_flows_and_a_bad_one_changes_nothin
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(env.count(&copy, ".json"), 6);
 }
+
+#[test]
+fn a_healthy_receiver_gets_every_event_exactly_once_while_batches_overlap() {
+    // Small batches: while one batch's outcomes are committed the next is read and sent, and a
+    // row whose outcome is not committed yet must not be read as due again.
+    let stub = Stub::start();
+    stub.answer("/hook", Answer::status(200));
+    let env = hook_env(&stub, "[forward]\nbatch = 3");
+    let files: Vec<String> = (0..40)
+        .map(|n| write(&env, &format!("m{n}.eml"), &message(n)))
+        .collect();
+    let mut args = vec!["ingest", "--no-forward", "--channel", "mail"];
+    args.extend(files.iter().map(String::as_str));
+    env.cli_ok(&args);
+    let _daemon = env.start();
+    assert!(
+        wait_for(Duration::from_secs(30), || state_count(&env, "delivered")
+            == 40),
+        "{}",
+        env.log()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for r in stub.requests() {
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        *seen
+            .entry(body["event_id"].as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(seen.len(), 40);
+    let repeated: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(repeated.is_empty(), "sent more than once: {repeated:?}");
+}
