@@ -42,14 +42,56 @@ pub struct SinkHealth {
     pub oldest_pending_s: Option<i64>,
 }
 
+/// Why the database cannot take writes (disk full, I/O error), as the writer last saw it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StoreProblem {
+    pub error: String,
+    pub since: String,
+}
+
+/// Set by the store's writer, read by `/readyz`: `None` while commits succeed.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStatus(Arc<RwLock<Option<StoreProblem>>>);
+
+impl StoreStatus {
+    /// A commit failed for want of space or I/O (`Some`), or one succeeded (`None`).
+    pub fn set(&self, error: Option<String>) {
+        let mut now = self.0.write().expect("store status lock");
+        match (error, now.as_mut()) {
+            (None, _) => *now = None,
+            (Some(e), Some(p)) => p.error = e,
+            (Some(error), None) => {
+                *now = Some(StoreProblem {
+                    error,
+                    since: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                })
+            }
+        }
+    }
+
+    pub fn get(&self) -> Option<StoreProblem> {
+        self.0.read().expect("store status lock").clone()
+    }
+}
+
 /// Shared by the channels (writers) and the HTTP server (reader); cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Health(
     Arc<RwLock<BTreeMap<String, ChannelHealth>>>,
     Arc<RwLock<BTreeMap<String, SinkHealth>>>,
+    StoreStatus,
 );
 
 impl Health {
+    /// Health that also shows the store's writer's state.
+    pub fn with_store(store: StoreStatus) -> Self {
+        Self(Default::default(), Default::default(), store)
+    }
+
+    pub fn store(&self) -> Option<StoreProblem> {
+        self.2.get()
+    }
+
     pub fn set(&self, channel: &str, state: State, error: Option<String>) {
         let mut map = self.0.write().expect("health lock");
         // Keep `since` when nothing changed, so it says how long a state has lasted.

@@ -33,14 +33,17 @@ async fn metrics() -> impl axum::response::IntoResponse {
     )
 }
 
-/// 200 while no channel or sink needs the operator, 503 when one does, so a monitor can page someone.
+/// 200 while no channel or sink needs the operator, 503 when one does or the database cannot take
+/// writes (disk full), so a monitor can page someone.
 /// `status` is `degraded` while a channel or a sink reconnects on its own, a channel is quiet, or
 /// a sink holds dead events (they wait for `phananh outbox retry`).
 async fn readyz(Extract(health): Extract<Health>) -> (StatusCode, Json<serde_json::Value>) {
     let channels = health.snapshot();
     let sinks = health.sinks();
+    let store_problem = health.store();
     let needs_operator = channels.values().any(|c| c.state == State::NeedsOperator)
-        || sinks.values().any(|s| s.state == State::NeedsOperator);
+        || sinks.values().any(|s| s.state == State::NeedsOperator)
+        || store_problem.is_some();
     let all_running = channels
         .values()
         .all(|c| c.state == State::Running && c.quiet_since.is_none())
@@ -54,7 +57,15 @@ async fn readyz(Extract(health): Extract<Health>) -> (StatusCode, Json<serde_jso
     };
     (
         code,
-        Json(json!({ "status": status, "channels": channels, "sinks": sinks })),
+        Json(json!({
+            "status": status,
+            "store": match store_problem {
+                None => json!({ "state": State::Running }),
+                Some(p) => json!({ "state": State::NeedsOperator, "error": p.error, "since": p.since }),
+            },
+            "channels": channels,
+            "sinks": sinks,
+        })),
     )
 }
 

@@ -49,12 +49,12 @@ pub struct Intake {
 impl Intake {
     pub fn new(config: &Config, store: Store) -> Self {
         Self {
+            health: crate::health::Health::with_store(store.status()),
             store,
             media: Arc::new(MediaStore::new(config.media_dir())),
             tz: config.tz,
             default_category: config.daemon.default_category.clone(),
             email_defaults: std::sync::RwLock::new(config.email_defaults()),
-            health: Default::default(),
             webhooks: Default::default(),
             classifier: Arc::new(crate::pipeline::enrich::Enricher::new(&config.daemon)),
         }

@@ -41,6 +41,22 @@ pub enum StoreError {
     Invalid(String),
 }
 
+/// A failure of the disk under the database rather than of the item: the item is fine and must
+/// be offered again once space or the device is back, not quarantined.
+pub fn is_storage_error(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e.sqlite_error_code(),
+        Some(DiskFull | SystemIoFailure | CannotOpen | ReadOnly | OutOfMemory)
+    )
+}
+
+impl StoreError {
+    pub fn is_storage(&self) -> bool {
+        matches!(self, StoreError::Sqlite(e) if is_storage_error(e))
+    }
+}
+
 /// What the writer needs to know from config.
 #[derive(Debug, Clone)]
 pub struct StoreSettings {
@@ -277,6 +293,7 @@ pub struct Store {
     db_path: PathBuf,
     routes: SinkRoutes,
     outbox_ready: watch::Sender<u64>,
+    status: crate::health::StoreStatus,
     thread: Arc<std::sync::Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
@@ -290,9 +307,11 @@ impl Store {
         let db_path = settings.db_path.clone();
         let routes = settings.sinks.clone();
         let notify = outbox_ready.clone();
+        let status = crate::health::StoreStatus::default();
+        let writer_status = status.clone();
         let thread = std::thread::Builder::new()
             .name("phananh-writer".into())
-            .spawn(move || writer::run(conn, settings, rx, notify))
+            .spawn(move || writer::run(conn, settings, rx, notify, writer_status))
             .map_err(|e| StoreError::StateDir {
                 path: db_path.clone(),
                 source: e,
@@ -302,8 +321,14 @@ impl Store {
             db_path,
             routes,
             outbox_ready,
+            status,
             thread: Arc::new(std::sync::Mutex::new(Some(thread))),
         })
+    }
+
+    /// Whether the writer can commit (a full disk shows here), for `/readyz`.
+    pub fn status(&self) -> crate::health::StoreStatus {
+        self.status.clone()
     }
 
     /// Anonymises everything received more than `older_than` ago (see `purge`).

@@ -58,6 +58,7 @@ pub fn run(
     settings: StoreSettings,
     mut rx: mpsc::Receiver<Command>,
     outbox_ready: watch::Sender<u64>,
+    status: crate::health::StoreStatus,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
@@ -69,7 +70,13 @@ pub fn run(
         }
         let size = batch.len();
         let started = std::time::Instant::now();
-        let added_outbox = apply(&mut conn, &settings, batch);
+        let mut seen = Observed::default();
+        let added_outbox = apply(&mut conn, &settings, batch, &mut seen);
+        match seen.storage {
+            Some(error) => status.set(Some(error)),
+            None if seen.committed => status.set(None),
+            None => {}
+        }
         let elapsed = started.elapsed();
         tracing::trace!(size, elapsed = ?elapsed, "Committed a batch.");
         let m = crate::metrics::get();
@@ -82,6 +89,41 @@ pub fn run(
     }
     // Queue closed: every sender is gone and everything queued was committed.
     let _ = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE");
+}
+
+/// What a batch showed of the disk: whether something committed, and the last failure of the
+/// storage itself (full, I/O), which `/readyz` shows until a commit succeeds again.
+#[derive(Debug, Default)]
+pub(super) struct Observed {
+    committed: bool,
+    storage: Option<String>,
+}
+
+impl Observed {
+    #[cfg(test)]
+    pub(super) fn storage(&self) -> Option<&str> {
+        self.storage.as_deref()
+    }
+
+    fn note(&mut self, e: &rusqlite::Error) {
+        if super::is_storage_error(e) {
+            self.storage = Some(e.to_string());
+        }
+    }
+
+    fn note_done(&mut self, done: &Done) {
+        let err = match done {
+            Done::Receipt(Err(e))
+            | Done::Unit(Err(e))
+            | Done::Count(Err(e))
+            | Done::Ids(Err(e))
+            | Done::Receipts(Err(e)) => e,
+            _ => return,
+        };
+        if err.is_storage() {
+            self.storage = Some(err.to_string());
+        }
+    }
 }
 
 /// What one command produced, before the commit decides whether its caller hears it.
@@ -175,12 +217,20 @@ fn pair(cmd: Command, done: Done) -> Option<Pending> {
 /// of the writer's time on a feed drain. If any command (or any item of a page) fails, that
 /// attempt is rolled back and the batch is applied again with a savepoint per command and per
 /// page item, so one bad item cannot fail the others. Returns whether outbox rows were added.
-pub(super) fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<Command>) -> bool {
+pub(super) fn apply(
+    conn: &mut Connection,
+    settings: &StoreSettings,
+    batch: Vec<Command>,
+    seen: &mut Observed,
+) -> bool {
     let now = chrono::Utc::now();
-    let results = match optimistic(conn, settings, &batch, now) {
+    let results = match optimistic(conn, settings, &batch, now, seen) {
         Ok(Some(results)) => results,
-        Ok(None) => return isolated(conn, settings, batch, now),
-        Err(e) => return cannot_begin(batch, e),
+        Ok(None) => return isolated(conn, settings, batch, now, seen),
+        Err(e) => {
+            seen.note(&e);
+            return cannot_begin(batch, e);
+        }
     };
     let added_outbox = results.iter().any(Done::adds_outbox);
     let pending = batch
@@ -188,7 +238,7 @@ pub(super) fn apply(conn: &mut Connection, settings: &StoreSettings, batch: Vec<
         .zip(results)
         .filter_map(|(cmd, done)| pair(cmd, done))
         .collect();
-    if answer(pending, Ok(())) {
+    if answer(pending, Ok(()), seen) {
         added_outbox
     } else {
         false
@@ -202,12 +252,14 @@ fn optimistic(
     settings: &StoreSettings,
     batch: &[Command],
     now: chrono::DateTime<chrono::Utc>,
+    seen: &mut Observed,
 ) -> Result<Option<Vec<Done>>, rusqlite::Error> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut results = Vec::with_capacity(batch.len());
     for cmd in batch {
         let done = execute(&tx, settings, cmd, false, now);
         if !done.is_ok() {
+            seen.note_done(&done);
             // Dropping the transaction rolls it back.
             return Ok(None);
         }
@@ -216,6 +268,7 @@ fn optimistic(
     match tx.commit() {
         Ok(()) => Ok(Some(results)),
         Err(e) => {
+            seen.note(&e);
             // Nothing is durable; the isolated attempt reports the failure to each caller.
             tracing::warn!(error = %e, "Commit failed; applying the batch again command by command.");
             Ok(None)
@@ -240,14 +293,19 @@ fn isolated(
     settings: &StoreSettings,
     batch: Vec<Command>,
     now: chrono::DateTime<chrono::Utc>,
+    seen: &mut Observed,
 ) -> bool {
     let mut pending = Vec::with_capacity(batch.len());
     let mut added_outbox = false;
     let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
         Ok(tx) => tx,
-        Err(e) => return cannot_begin(batch, e),
+        Err(e) => {
+            seen.note(&e);
+            return cannot_begin(batch, e);
+        }
     };
-    for cmd in batch {
+    let mut batch = batch.into_iter();
+    while let Some(cmd) = batch.next() {
         let sp = match tx.savepoint() {
             Ok(sp) => sp,
             Err(e) => {
@@ -256,6 +314,25 @@ fn isolated(
             }
         };
         let done = execute(&sp, settings, &cmd, true, now);
+        seen.note_done(&done);
+        if sp.is_autocommit() {
+            // SQLite rolled the whole transaction back itself (a full disk, an I/O error): what
+            // went before is gone too, and what follows would run outside any transaction.
+            let msg = format!(
+                "nothing stored: the database rolled the batch back ({})",
+                seen.storage.as_deref().unwrap_or("storage failure")
+            );
+            tracing::error!(error = %msg, "The batch was rolled back by the database; every item in it is refused.");
+            drop(sp);
+            for p in pending {
+                send(refuse(p, &msg));
+            }
+            fail(cmd, &msg);
+            for cmd in batch {
+                fail(cmd, &msg);
+            }
+            return false;
+        }
         let item = if done.is_ok() {
             match sp.commit() {
                 Ok(()) => {
@@ -264,6 +341,7 @@ fn isolated(
                 }
                 // Not released means rolled back: the caller must not be told it is stored.
                 Err(e) => {
+                    seen.note(&e);
                     tracing::error!(error = %e, "Cannot release a savepoint; the item is refused.");
                     pair(cmd, done).map(|p| refuse(p, &format!("cannot release a savepoint: {e}")))
                 }
@@ -276,18 +354,24 @@ fn isolated(
         pending.extend(item);
     }
     let committed = tx.commit();
-    answer(pending, committed) && added_outbox
+    answer(pending, committed, seen) && added_outbox
 }
 
 /// Tells every caller its result once the transaction committed, or that nothing was stored.
 /// Returns whether it committed.
-fn answer(pending: Vec<Pending>, committed: Result<(), rusqlite::Error>) -> bool {
+fn answer(
+    pending: Vec<Pending>,
+    committed: Result<(), rusqlite::Error>,
+    seen: &mut Observed,
+) -> bool {
     match committed {
         Ok(()) => {
+            seen.committed = true;
             pending.into_iter().for_each(send);
             true
         }
         Err(e) => {
+            seen.note(&e);
             // Nothing in this batch is durable: every caller hears so and nothing is acknowledged.
             tracing::error!(error = %e, "Commit failed; nothing in the batch was stored.");
             let msg = format!("commit failed: {e}");
@@ -357,6 +441,12 @@ fn page(
                 receipts.push(r);
             }
             Err(e) => {
+                // A full disk is not the item's fault: the page fails and the cursor stays, so
+                // the poller offers it again, instead of quarantining every item and moving on.
+                // (SQLite may have rolled the whole transaction back already.)
+                if e.is_storage() || conn.is_autocommit() {
+                    return Err(e);
+                }
                 conn.execute_batch("ROLLBACK TO feed_item; RELEASE feed_item")?;
                 let quarantined = Submission {
                     channel: s.channel.clone(),

@@ -95,7 +95,12 @@ fn a_clean_batch_goes_in_whole() {
     let (mut conn, settings) = open(dir.path());
     let (a, mut ra) = submit(item("1"));
     let (b, mut rb) = submit(item("2"));
-    assert!(apply(&mut conn, &settings, vec![a, b]));
+    assert!(apply(
+        &mut conn,
+        &settings,
+        vec![a, b],
+        &mut Default::default()
+    ));
     for r in [ra.try_recv(), rb.try_recv()] {
         assert!(matches!(
             r.unwrap().unwrap().outcome,
@@ -113,7 +118,12 @@ fn one_failing_command_costs_only_itself() {
     let (a, mut ra) = submit(item("1"));
     let (bad, mut rbad) = submit(failing());
     let (b, mut rb) = submit(item("2"));
-    assert!(apply(&mut conn, &settings, vec![a, bad, b]));
+    assert!(apply(
+        &mut conn,
+        &settings,
+        vec![a, bad, b],
+        &mut Default::default()
+    ));
     let err = rbad.try_recv().unwrap().unwrap_err();
     assert!(err.to_string().contains("refused by the test"), "{err}");
     let created = |r: Result<Result<Receipt, StoreError>, _>| match r.unwrap().unwrap().outcome {
@@ -148,7 +158,12 @@ fn a_page_with_a_failing_item_quarantines_it_and_moves_the_cursor() {
     };
     let (tx, mut rx) = oneshot::channel();
     let page = Command::Page(vec![item("1"), failing(), item("2")], cursor.clone(), tx);
-    assert!(apply(&mut conn, &settings, vec![page]));
+    assert!(apply(
+        &mut conn,
+        &settings,
+        vec![page],
+        &mut Default::default()
+    ));
     let receipts = rx.try_recv().unwrap().unwrap();
     assert!(matches!(receipts[0].outcome, Outcome::Created { .. }));
     assert!(
@@ -166,4 +181,81 @@ fn a_page_with_a_failing_item_quarantines_it_and_moves_the_cursor() {
         1
     );
     assert_eq!(super::feeds::cursor(&conn, "portal").unwrap(), Some(cursor));
+}
+
+#[test]
+fn a_full_disk_fails_the_page_keeps_the_cursor_and_quarantines_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, settings) = open(dir.path());
+    let cursor = FeedCursor {
+        channel: "portal".into(),
+        done_until: "2026-11-28T00:00:00+07:00".into(),
+        pending_end: None,
+        next_page: 2,
+        page_size: 500,
+    };
+    let big = |id: &str| Submission {
+        raw: vec![b'x'; 64 * 1024],
+        ..item(id)
+    };
+    // SQLite's own size limit stands in for the disk: the file cannot grow by another page.
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(None, "max_page_count", pages).unwrap();
+    let (tx, mut rx) = oneshot::channel();
+    let page = Command::Page(vec![item("1"), big("2"), item("3")], cursor.clone(), tx);
+    let mut seen = super::writer::Observed::default();
+    assert!(!apply(&mut conn, &settings, vec![page], &mut seen));
+    let err = rx.try_recv().unwrap().unwrap_err();
+    assert!(err.to_string().contains("full"), "{err}");
+    assert_eq!(
+        count(&conn, "SELECT count(*) FROM inbox"),
+        0,
+        "nothing quarantined"
+    );
+    assert_eq!(super::feeds::cursor(&conn, "portal").unwrap(), None);
+    assert!(
+        seen.storage().is_some_and(|e| e.contains("full")),
+        "{seen:?}"
+    );
+
+    // Space is back: the same page goes in whole, and the writer says so.
+    conn.pragma_update(None, "max_page_count", 1_000_000)
+        .unwrap();
+    let (tx, mut rx) = oneshot::channel();
+    let page = Command::Page(vec![item("1"), big("2"), item("3")], cursor.clone(), tx);
+    let mut seen = super::writer::Observed::default();
+    assert!(apply(&mut conn, &settings, vec![page], &mut seen));
+    assert_eq!(rx.try_recv().unwrap().unwrap().len(), 3);
+    assert_eq!(count(&conn, "SELECT count(*) FROM reports"), 3);
+    assert_eq!(super::feeds::cursor(&conn, "portal").unwrap(), Some(cursor));
+    assert!(seen.storage().is_none());
+}
+
+#[test]
+fn a_batch_rolled_back_by_a_full_disk_stores_nothing_and_says_so_to_every_caller() {
+    // SQLite rolls the whole transaction back on SQLITE_FULL: an item after the failing one must
+    // not then run outside any transaction and be stored while its caller hears it was not.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, settings) = open(dir.path());
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    conn.pragma_update(None, "max_page_count", pages).unwrap();
+    let (a, mut ra) = submit(item("1"));
+    let (big, mut rbig) = submit(Submission {
+        raw: vec![b'x'; 64 * 1024],
+        ..item("2")
+    });
+    let (c, mut rc) = submit(item("3"));
+    let mut seen = super::writer::Observed::default();
+    assert!(!apply(&mut conn, &settings, vec![a, big, c], &mut seen));
+    for r in [ra.try_recv(), rbig.try_recv(), rc.try_recv()] {
+        let err = r.unwrap().unwrap_err().to_string();
+        assert!(err.contains("full"), "{err}");
+    }
+    assert!(conn.is_autocommit());
+    assert_eq!(count(&conn, "SELECT count(*) FROM inbox"), 0);
+    assert_eq!(count(&conn, "SELECT count(*) FROM reports"), 0);
 }
