@@ -6,7 +6,7 @@ use hmac::{KeyInit, Mac};
 use std::io::{Read, Write};
 use std::time::Duration;
 
-const SECRET: &str = "app-secret-thu-nghiem";
+pub(super) const SECRET: &str = "app-secret-thu-nghiem";
 const OLD_SECRET: &str = "app-secret-cu";
 const TOKEN: &str = "hue-intake-7f3c";
 const PSID: &str = "7310000000000042";
@@ -33,7 +33,7 @@ fn env_with(quiet: &str, extra: &str) -> Env {
 }
 
 /// `daemon_extra` goes to phananh.toml, `extra` to the channel file.
-fn env_full(quiet: &str, extra: &str, daemon_extra: &str) -> Env {
+pub(super) fn env_full(quiet: &str, extra: &str, daemon_extra: &str) -> Env {
     let env = Env::new(daemon_extra, "");
     // Meta's CDN is not reachable from a test: its links are refused at once, not looked up.
     let hosts = if extra.contains("media_hosts") {
@@ -58,7 +58,7 @@ fn env_full(quiet: &str, extra: &str, daemon_extra: &str) -> Env {
 }
 
 /// POSTs a body; returns the status code.
-fn post(env: &Env, body: &[u8], signature: Option<&str>) -> u16 {
+pub(super) fn post(env: &Env, body: &[u8], signature: Option<&str>) -> u16 {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", env.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let sig = signature
@@ -738,7 +738,7 @@ fn visitors_posts_become_reports_and_comments_only_when_asked() {
 }
 
 /// One citizen's message, unique by `n`.
-fn message_body(n: usize) -> Vec<u8> {
+pub(super) fn message_body(n: usize) -> Vec<u8> {
     format!(
         r#"{{"object":"page","entry":[{{"id":"104200000000001","time":1788412203511,"messaging":[{{"sender":{{"id":"73100000{n:08}"}},"recipient":{{"id":"104200000000001"}},"timestamp":1788412202977,"message":{{"mid":"m_crash_{n}","text":"\u0110\u00e8n \u0111\u01b0\u1eddng s\u1ed1 {n} b\u1ecb h\u1ecfng"}}}}]}}]}}"#
     )

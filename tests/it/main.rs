@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod daemon;
 mod dedupe;
+mod diskfull;
 mod facebook;
 mod feed;
 mod followup;
