@@ -72,6 +72,11 @@ pub fn run(config: &Config, as_json: bool) -> anyhow::Result<bool> {
         crate::config::units::human_size(store["db_bytes"].as_u64().unwrap_or(0)),
         crate::config::units::human_size(store["wal_bytes"].as_u64().unwrap_or(0)),
     );
+    if let Some(writer) = daemon.as_ref().map(|(_, b)| &b["store"])
+        && writer.is_object()
+    {
+        println!("  writer: {}", describe(Some(writer)));
+    }
     if !ready {
         println!(
             "\nnot ready: {}",
