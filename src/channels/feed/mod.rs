@@ -3,8 +3,8 @@
 //! paged when `page_size` is set; each page is committed with the feed's new position, so a restart
 //! resumes after the last stored page and a request seen twice is stored once.
 
-mod mapped;
-mod open311;
+pub mod mapped;
+pub mod open311;
 
 use crate::config::FeedConfig;
 use crate::fetch::Fetcher;
