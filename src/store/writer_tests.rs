@@ -78,6 +78,16 @@ fn open(dir: &std::path::Path) -> (rusqlite::Connection, StoreSettings) {
     (conn, settings)
 }
 
+fn portal_cursor(next_page: u32) -> FeedCursor {
+    FeedCursor {
+        channel: "portal".into(),
+        done_until: "2026-11-28T00:00:00+07:00".into(),
+        pending_end: None,
+        next_page,
+        page_size: 500,
+    }
+}
+
 fn count(conn: &rusqlite::Connection, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
@@ -149,13 +159,7 @@ fn one_failing_command_costs_only_itself() {
 fn a_page_with_a_failing_item_quarantines_it_and_moves_the_cursor() {
     let dir = tempfile::tempdir().unwrap();
     let (mut conn, settings) = open(dir.path());
-    let cursor = FeedCursor {
-        channel: "portal".into(),
-        done_until: "2026-11-28T00:00:00+07:00".into(),
-        pending_end: None,
-        next_page: 1,
-        page_size: 500,
-    };
+    let cursor = portal_cursor(1);
     let (tx, mut rx) = oneshot::channel();
     let page = Command::Page(vec![item("1"), failing(), item("2")], cursor.clone(), tx);
     assert!(apply(
@@ -187,13 +191,7 @@ fn a_page_with_a_failing_item_quarantines_it_and_moves_the_cursor() {
 fn a_full_disk_fails_the_page_keeps_the_cursor_and_quarantines_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (mut conn, settings) = open(dir.path());
-    let cursor = FeedCursor {
-        channel: "portal".into(),
-        done_until: "2026-11-28T00:00:00+07:00".into(),
-        pending_end: None,
-        next_page: 2,
-        page_size: 500,
-    };
+    let cursor = portal_cursor(2);
     let big = |id: &str| Submission {
         raw: vec![b'x'; 64 * 1024],
         ..item(id)
